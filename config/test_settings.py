@@ -1,0 +1,18 @@
+"""Test override: the same settings, with an isolated var directory per session."""
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HEALING_VAR_DIR", tempfile.mkdtemp(prefix="healing-test-"))
+os.environ.setdefault("HEALING_LOG_FORMAT", "plain")
+os.environ.setdefault("HEALING_LOG_LEVEL", "WARNING")
+
+from config.settings import *  # noqa: E402,F403
+from config.settings import HEALING, VAR_DIR  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+HEALING["GRACE_SECONDS"] = 0.0
+HEALING["DEMO"] = False
+HEALING["REGISTER_HOME_CACHE"] = False
+TEST_VAR_DIR = Path(VAR_DIR)

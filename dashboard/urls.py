@@ -1,0 +1,20 @@
+from django.urls import path
+
+from dashboard import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("targets/<slug:name>/", views.target_detail, name="target"),
+    path("targets/<slug:name>/check/", views.target_check_now, name="target_check"),
+    path("targets/<slug:name>/clear-storm/", views.target_clear_storm, name="target_clear_storm"),
+    path("issues/<int:pk>/", views.issue_detail, name="issue"),
+    path("issues/<int:pk>/subjects.jsonl", views.issue_subjects, name="issue_subjects"),
+    path("repairs/<int:pk>/", views.repair_detail, name="repair"),
+    path("repairs/<int:pk>/approve/", views.repair_approve, name="repair_approve"),
+    path("repairs/<int:pk>/reject/", views.repair_reject, name="repair_reject"),
+    path("repairs/<int:pk>/rollback/", views.repair_rollback, name="repair_rollback"),
+    path("checks/", views.catalogue, name="catalogue"),
+    path("assets/plotly.min.js", views.plotly_js, name="plotly_js"),
+]

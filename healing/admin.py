@@ -1,0 +1,50 @@
+from django.contrib import admin
+from django.db import transaction
+
+from compliance.actions import Action
+from compliance.services import audit_append
+from healing.models import CacheTarget, RepairPolicy
+
+
+@admin.register(CacheTarget)
+class CacheTargetAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "location", "enabled", "storm_mode", "last_check_at")
+    list_filter = ("kind", "enabled", "storm_mode")
+    search_fields = ("name", "location")
+    readonly_fields = ("storm_mode", "storm_reason", "last_check_at", "next_check_at", "lease_owner", "lease_until", "created_at")
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            audit_append(actor=request.user, action=Action.TARGET_UPDATED if change else Action.TARGET_CREATED, object_type="target",
+                         object_id=obj.pk, scope=f"target:{obj.pk}", summary=f"target {obj.name} saved in admin",
+                         after={"changed": form.changed_data})
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            pk = obj.pk
+            super().delete_model(request, obj)
+            audit_append(actor=request.user, action=Action.TARGET_DELETED, object_type="target", object_id=pk,
+                         scope=f"target:{pk}", summary=f"target {obj.name} deleted in admin")
+
+
+@admin.register(RepairPolicy)
+class RepairPolicyAdmin(admin.ModelAdmin):
+    list_display = ("order", "name", "enabled", "decision", "approvers_required", "match_risks", "match_labels", "version")
+    list_display_links = ("name",)
+    readonly_fields = ("version", "updated_at")
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            if change:
+                obj.version += 1
+            super().save_model(request, obj, form, change)
+            audit_append(actor=request.user, action=Action.POLICY_UPDATED if change else Action.POLICY_CREATED, object_type="policy",
+                         object_id=obj.pk, summary=f"policy {obj.name} v{obj.version}",
+                         after={"changed": form.changed_data, "decision": obj.decision, "version": obj.version})
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            pk = obj.pk
+            super().delete_model(request, obj)
+            audit_append(actor=request.user, action=Action.POLICY_DELETED, object_type="policy", object_id=pk, summary=f"policy {obj.name} deleted")

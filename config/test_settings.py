@@ -9,10 +9,14 @@ os.environ.setdefault("HEALING_LOG_FORMAT", "plain")
 os.environ.setdefault("HEALING_LOG_LEVEL", "WARNING")
 
 from config.settings import *  # noqa: E402,F403
-from config.settings import HEALING, VAR_DIR  # noqa: E402
+from config.settings import DATABASES, HEALING, VAR_DIR  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 HEALING["GRACE_SECONDS"] = 0.0
 HEALING["DEMO"] = False
 HEALING["REGISTER_HOME_CACHE"] = False
 TEST_VAR_DIR = Path(VAR_DIR)
+
+# a file, not memory: the real Celery worker of the integration tests opens the same database
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["TEST"] = {"NAME": str(TEST_VAR_DIR / "test-db.sqlite3")}

@@ -655,8 +655,9 @@ def repair_reject(*, actor: Any, repair_id: int, comment: str) -> Repair:
     return repair
 
 
-def _workdir(repair: Repair) -> Path:
-    return Path(_conf("QUARANTINE_DIR")) / f"target-{repair.target_id}" / f"repair-{repair.pk}"
+def _workdir(repair: Repair, token: str) -> Path:
+    # the claim token makes it unique even if ids are ever reused (a restored database, a test run)
+    return Path(_conf("QUARANTINE_DIR")) / f"target-{repair.target_id}" / f"repair-{repair.pk}-{token[:12]}"
 
 
 def _approval_binds(repair: Repair) -> bool:
@@ -685,7 +686,7 @@ def repair_execute(*, repair_id: int, run_check_after: bool = True) -> ExecuteOu
     try:
         with transaction.atomic():
             claimed = Repair.objects.filter(pk=repair.pk, status=RepairStatus.APPROVED).update(
-                status=RepairStatus.RUNNING, claim_token=token, started_at=timezone.now(), workdir=str(_workdir(repair)))
+                status=RepairStatus.RUNNING, claim_token=token, started_at=timezone.now(), workdir=str(_workdir(repair, token)))
             if not claimed:
                 return ExecuteOutcome(repair, "not_runnable")
             repair.refresh_from_db()

@@ -37,11 +37,13 @@ from healing.backends.base import (
 from healing.backends.fsutil import (
     atomic_write,
     copy_exact,
+    create_exclusive,
     file_fingerprint,
-    fsync_dir,
     read_bytes,
     sha256_bytes,
     sha256_file,
+    swap_in,
+    take_out,
 )
 from healing.catalog import REPAIRS, check_spec
 from healing.content import find_secrets, poison_reason
@@ -655,10 +657,14 @@ class AicacheFsBackend:
             for name in subjects:
                 path = self.root if name == STORE else self.root / name
                 try:
-                    mode = stat.S_IMODE(os.lstat(path).st_mode)
+                    lst = os.lstat(path)
                 except OSError:
                     skipped.append({"subject": name, "reason": "already gone"})
                     continue
+                if stat.S_ISLNK(lst.st_mode):
+                    skipped.append({"subject": name, "reason": "a symbolic link: a person must look at where it points"})
+                    continue
+                mode = stat.S_IMODE(lst.st_mode)
                 new_mode = (mode | stat.S_IRUSR | stat.S_IWUSR) if action == "restore_read_permission" else (mode & ~0o022)
                 if os.path.isdir(path) and action == "restore_read_permission":
                     new_mode |= stat.S_IXUSR
@@ -765,14 +771,11 @@ class AicacheFsBackend:
         if dest.exists():
             dest.unlink()  # a previous attempt copied but did not finish: copy again
         digest = copy_exact(src, dest)
-        # last look before the irreversible part: did the client touch it while we copied?
-        st2 = os.lstat(src)
-        if (st2.st_mtime_ns, st2.st_size, st2.st_ino) != (st.st_mtime_ns, st.st_size, st.st_ino) or sha256_file(src) != digest:
-            dest.unlink()
-            journal.write({"seq": seq, "phase": "skip", "subject": op["subject"], "reason": "written by the client during the repair"})
-            return "written by the client during the repair"
-        src.unlink()
-        fsync_dir(self.root)
+        reason = take_out(src, digest, workdir / "client-writes")
+        if reason is not None:
+            dest.unlink(missing_ok=True)
+            journal.write({"seq": seq, "phase": "skip", "subject": op["subject"], "reason": reason})
+            return reason
         journal.write({"seq": seq, "phase": "done", "op": "quarantine", "subject": op["subject"], "sha256": digest})
         if op.get("drop_index_record"):
             index_changes[op["subject"][:-5]] = None
@@ -786,16 +789,18 @@ class AicacheFsBackend:
             obj = json.loads(original)
         except ValueError:
             return "entry no longer parses"
-        new_obj = transform(obj)
-        new_bytes = json.dumps(new_obj, indent=2).encode()
+        new_bytes = json.dumps(transform(obj), indent=2).encode()
         backup = workdir / "files" / op["subject"]
         backup.parent.mkdir(parents=True, exist_ok=True)
         if not backup.exists():
             copy_exact(path, backup)
         journal.write({"seq": seq, "phase": "intent", "op": "rewrite", "subject": op["subject"], "backup": str(backup.relative_to(workdir)),
                        "sha256_before": sha256_bytes(original), "mode": stat.S_IMODE(st.st_mode), "atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns})
-        digest = atomic_write(path, new_bytes, mode=stat.S_IMODE(st.st_mode))
-        journal.write({"seq": seq, "phase": "done", "op": "rewrite", "subject": op["subject"], "sha256_after": digest})
+        reason = swap_in(path, new_bytes, original, mode=stat.S_IMODE(st.st_mode), keep_dir=workdir / "client-writes")
+        if reason is not None:
+            journal.write({"seq": seq, "phase": "skip", "subject": op["subject"], "reason": reason})
+            return reason
+        journal.write({"seq": seq, "phase": "done", "op": "rewrite", "subject": op["subject"], "sha256_after": sha256_bytes(new_bytes)})
         return None
 
     def _apply_rewrite(self, seq: int, op: dict, workdir: Path, journal: "Journal", index_changes: dict) -> str | None:
@@ -819,6 +824,8 @@ class AicacheFsBackend:
 
     def _apply_chmod(self, seq: int, op: dict, workdir: Path, journal: "Journal", index_changes: dict) -> str | None:
         path = self.root if op["subject"] == STORE else self.root / op["subject"]
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            return "a symbolic link"
         journal.write({"seq": seq, "phase": "intent", "op": "chmod", "subject": op["subject"], "mode_from": op["mode_from"], "mode_to": op["mode_to"]})
         os.chmod(path, int(op["mode_to"], 8))
         journal.write({"seq": seq, "phase": "done", "op": "chmod", "subject": op["subject"]})
@@ -839,50 +846,62 @@ class AicacheFsBackend:
         return obj if isinstance(obj, dict) and isinstance(obj.get("value"), str) and _is_num(obj.get("timestamp")) else None
 
     def _commit_index_changes(self, changes: dict[str, Any], workdir: Path, journal: "Journal") -> None:
-        """Apply record-level changes to the index as it is *now*, so that what the client wrote
-        meanwhile is kept; retry when the index changes under us."""
+        """Apply record-level changes to the index as it is *now*, keeping whatever the client wrote.
+
+        The index stays in place for readers (atomic rename). A client that opened the old index just
+        before the rename writes into the old inode: we hold that inode open, see its bytes change, and
+        merge what it wrote before trying again.
+        """
         path = self.root / INDEX_NAME
         backup = workdir / "index.before"
-        for _attempt in range(20):
-            index, problem, st = self._read_index()
-            if index is None and problem != "missing":
-                raise BackendError(f"the index became unreadable during the repair ({problem})")
-            index = index or {}
-            sig = (st.st_mtime_ns, st.st_size, st.st_ino) if st else None
-            original = read_bytes(path) if st else None
-            before = {key: index.get(key) for key in changes}
-            for key, change in changes.items():
-                if change is None:
-                    index.pop(key, None)
-                    continue
-                if change == "from_entry_if_present" and key not in index:
-                    continue
-                entry = self._entry_object(key)
-                if entry is None:
-                    continue
-                old = index.get(key)
-                preview = old.get("prompt_preview", "") if isinstance(old, dict) else ""
-                index[key] = index_record_for(entry, preview)
-            new_bytes = json.dumps(index).encode()
-            tmp = path.with_name(f".index.json.healing-{os.getpid()}.tmp")
-            tmp.write_bytes(new_bytes)
-            os.chmod(tmp, stat.S_IMODE(st.st_mode) if st else 0o644)
+        first_original: bytes | None = None
+        for _attempt in range(50):
             try:
-                now_st = os.stat(path)
-                now_sig = (now_st.st_mtime_ns, now_st.st_size, now_st.st_ino)
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
             except FileNotFoundError:
-                now_sig = None
-            if now_sig != sig:
-                tmp.unlink(missing_ok=True)
-                time.sleep(0.01)
-                continue
-            if original is not None and not backup.exists():
-                backup.write_bytes(original)
-            journal.write({"phase": "intent", "op": "index_edit", "records_before": before, "index_sha256_before": sha256_bytes(original) if original is not None else None,
-                           "index_backup": "index.before" if original is not None else None})
-            os.replace(tmp, path)
-            fsync_dir(self.root)
-            journal.write({"phase": "done", "op": "index_edit", "index_sha256_after": sha256_bytes(new_bytes), "records_after": {k: index.get(k) for k in changes}})
+                fd = None
+            try:
+                original = _read_fd(fd) if fd is not None else None
+                mode = stat.S_IMODE(os.fstat(fd).st_mode) if fd is not None else 0o644
+                if original is not None and original.strip():
+                    try:
+                        index = orjson.loads(original)
+                    except orjson.JSONDecodeError:
+                        time.sleep(0.01)  # caught the client mid-write: read again
+                        continue
+                    if not isinstance(index, dict):
+                        raise BackendError("the index is not a JSON object; rebuild it first")
+                else:
+                    index = {}
+                if first_original is None:
+                    first_original = original if original is not None else b""
+                    if original is not None:
+                        backup.write_bytes(original)
+                    journal.write({"phase": "intent", "op": "index_edit",
+                                   "records_before": {key: index.get(key) for key in changes},
+                                   "index_sha256_before": sha256_bytes(original) if original is not None else None,
+                                   "index_backup": "index.before" if original is not None else None})
+                for key, change in changes.items():
+                    if change is None:
+                        index.pop(key, None)
+                        continue
+                    if change == "from_entry_if_present" and key not in index:
+                        continue
+                    entry = self._entry_object(key)
+                    if entry is None:
+                        continue
+                    old = index.get(key)
+                    preview = old.get("prompt_preview", "") if isinstance(old, dict) else ""
+                    index[key] = index_record_for(entry, preview)
+                new_bytes = json.dumps(index).encode()
+                atomic_write(path, new_bytes, mode=mode)
+                if fd is not None and _read_fd(fd) != original:
+                    continue  # the client wrote into the old index as we swapped it: merge that too
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            journal.write({"phase": "done", "op": "index_edit", "index_sha256_after": sha256_bytes(new_bytes),
+                           "records_after": {k: index.get(k) for k in changes}})
             return
         raise BackendError("the index kept changing under the repair; it will be retried")
 
@@ -941,7 +960,9 @@ class AicacheFsBackend:
                     else:
                         superseded.append({"subject": intent["subject"], "reason": "the client wrote a new entry under this name"})
                     continue
-                atomic_write(dest, read_bytes(src), mode=intent["mode"], times_ns=(intent["atime_ns"], intent["mtime_ns"]))
+                if not create_exclusive(dest, read_bytes(src), mode=intent["mode"], times_ns=(intent["atime_ns"], intent["mtime_ns"])):
+                    superseded.append({"subject": intent["subject"], "reason": "the client wrote a new entry under this name"})
+                    continue
                 try:
                     os.chown(dest, intent["uid"], intent["gid"])
                 except PermissionError:
@@ -957,12 +978,17 @@ class AicacheFsBackend:
                 if after is not None and current != after:
                     superseded.append({"subject": intent["subject"], "reason": "the client rewrote the entry after the repair"})
                     continue
-                atomic_write(path, read_bytes(workdir / intent["backup"]), mode=intent["mode"], times_ns=(intent["atime_ns"], intent["mtime_ns"]))
-                restored.append(intent["subject"])
+                reason = swap_in(path, read_bytes(workdir / intent["backup"]), read_bytes(path), mode=intent["mode"],
+                                 keep_dir=workdir / "client-writes", times_ns=(intent["atime_ns"], intent["mtime_ns"]))
+                if reason is None:
+                    restored.append(intent["subject"])
+                else:
+                    superseded.append({"subject": intent["subject"], "reason": reason})
             elif op == "chmod":
                 path = self.root if intent["subject"] == STORE else self.root / intent["subject"]
                 try:
-                    if f"{stat.S_IMODE(os.lstat(path).st_mode):o}" == intent["mode_to"]:
+                    lst = os.lstat(path)
+                    if not stat.S_ISLNK(lst.st_mode) and f"{stat.S_IMODE(lst.st_mode):o}" == intent["mode_to"]:
                         os.chmod(path, int(intent["mode_from"], 8))
                         restored.append(intent["subject"])
                 except FileNotFoundError:
@@ -1011,6 +1037,14 @@ class AicacheFsBackend:
             restored.append(INDEX_NAME + " (records merged)")
             return
         superseded.append({"subject": INDEX_NAME, "reason": "the index kept changing during rollback"})
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 1 << 22, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
 class Journal:

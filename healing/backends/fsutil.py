@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from pathlib import Path
 
 
@@ -102,3 +103,104 @@ def copy_exact(src: Path, dst: Path) -> str:
         os.close(fd)
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
     return sha256_bytes(data)
+
+
+def take_out(path: Path, expected_sha: str, keep_dir: Path) -> str | None:
+    """Remove `path` only if it still holds exactly the bytes that were copied to the quarantine.
+
+    The file is first renamed aside, so that a client opening the path from now on creates a new
+    file instead of writing into the one being removed; aicache opens with O_TRUNC, so a client that
+    opened it just before the rename has already changed its bytes and the comparison sees it.
+    Returns None when removed, or the reason it was left (nothing the client wrote is ever deleted).
+    """
+    moving = path.with_name(f".{path.name}.healing-q-{os.getpid()}")
+    try:
+        os.rename(path, moving)
+    except FileNotFoundError:
+        return "already gone"
+    try:
+        same = sha256_file(moving) == expected_sha
+    except OSError:
+        same = False
+    if same:
+        moving.unlink()
+        fsync_dir(path.parent)
+        return None
+    # the client wrote meanwhile: put its bytes back, or keep them if it has already written anew
+    try:
+        os.link(moving, path)
+        moving.unlink()
+    except FileExistsError:
+        keep_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(moving, keep_dir / f"{path.name}.client-write-{time.time_ns()}")
+    fsync_dir(path.parent)
+    return "written by the client during the repair"
+
+
+def swap_in(path: Path, new_bytes: bytes, original: bytes, *, mode: int, keep_dir: Path, times_ns: tuple[int, int] | None = None) -> str | None:
+    """Replace `path` with `new_bytes` only if it still holds `original`; never clobber a client write.
+
+    Returns None on success, or why the file was left as the client has it.
+    """
+    tmp = path.with_name(f".{path.name}.healing-{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(new_bytes)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    if times_ns is not None:
+        os.utime(tmp, ns=times_ns)
+    moving = path.with_name(f".{path.name}.healing-m-{os.getpid()}")
+    try:
+        os.rename(path, moving)
+    except FileNotFoundError:
+        tmp.unlink()
+        return "the client removed the file"
+    if read_bytes(moving) != original:
+        tmp.unlink()
+        try:
+            os.link(moving, path)
+            moving.unlink()
+        except FileExistsError:
+            keep_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(moving, keep_dir / f"{path.name}.client-write-{time.time_ns()}")
+        return "written by the client during the repair"
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        # the client created a new file at the path while it was aside: its write wins
+        tmp.unlink()
+        moving.unlink()
+        return "written by the client during the repair"
+    tmp.unlink()
+    moving.unlink()
+    fsync_dir(path.parent)
+    return None
+
+
+def create_exclusive(path: Path, data: bytes, *, mode: int, times_ns: tuple[int, int] | None = None) -> bool:
+    """Create `path` with `data` only if nothing is there (no clobbering); False if something is."""
+    tmp = path.with_name(f".{path.name}.healing-r-{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    if times_ns is not None:
+        os.utime(tmp, ns=times_ns)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+        fsync_dir(path.parent)

@@ -1,0 +1,98 @@
+"""Shared personas and stores. Stores are written the way aicache writes them (tests/aicache_client.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+
+from compliance.actors import Actor
+from healing import services
+from tests.aicache_client import CoreCache
+
+ANSWER = "A careful, complete answer about {topic}, with an example and a caveat."
+
+
+def _user(username: str, *perms: str, superuser: bool = False):
+    User = get_user_model()
+    if superuser:
+        return User.objects.create_superuser(username, f"{username}@example.test", "pw-" + username)
+    user = User.objects.create_user(username, f"{username}@example.test", "pw-" + username)
+    for perm in perms:
+        app, codename = perm.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
+    return get_user_model().objects.get(pk=user.pk)  # fresh: no stale permission cache
+
+
+@pytest.fixture
+def operator(db):
+    return _user("olga", "healing.request_repair")
+
+
+@pytest.fixture
+def approver(db):
+    return _user("anna", "healing.approve_repair", "healing.request_repair")
+
+
+@pytest.fixture
+def second_approver(db):
+    return _user("bert", "healing.approve_repair")
+
+
+@pytest.fixture
+def viewer(db):
+    return _user("vera")
+
+
+@pytest.fixture
+def admin_user(db):
+    return _user("root-admin", superuser=True)
+
+
+def fill_store(root: Path, count: int = 30, *, start: int = 0) -> CoreCache:
+    cache = CoreCache(root)
+    for i in range(start, start + count):
+        cache.set(f"prompt number {i}: explain topic {i}", ANSWER.format(topic=i), context={"model": "gpt-4o-mini"})
+    return cache
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    root = tmp_path / "aicache"
+    fill_store(root)
+    os.chmod(root, 0o700)
+    return root
+
+
+@pytest.fixture
+def make_target(db):
+    def make(root: Path, name: str = "store", **kwargs):
+        return services.target_create(actor=Actor.system("test"), name=name, location=str(root), **kwargs)
+
+    return make
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file in the store: bytes and mode."""
+    out = {}
+    for path in sorted(root.iterdir()):
+        if path.is_symlink():
+            out[path.name] = (os.readlink(path).encode(), -1)
+        elif path.is_dir():
+            out[path.name + "/"] = (b"", path.stat().st_mode & 0o7777)
+        elif path.is_file():
+            out[path.name] = (path.read_bytes(), path.stat().st_mode & 0o7777)
+    out["."] = (b"", root.stat().st_mode & 0o7777)
+    return out
+
+
+def entry_names(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.endswith(".json") and p.name != ".index.json")
+
+
+def read_index(root: Path) -> dict:
+    return json.loads((root / ".index.json").read_text())

@@ -96,3 +96,15 @@ def entry_names(root: Path) -> list[str]:
 
 def read_index(root: Path) -> dict:
     return json.loads((root / ".index.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _default_policies(request):
+    """Transactional tests flush every table, data migrations included: put the defaults back."""
+    if not {"db", "transactional_db"} & set(request.fixturenames) and not request.node.get_closest_marker("django_db"):
+        return
+    request.getfixturevalue("db") if "transactional_db" not in request.fixturenames else None
+    from healing.models import RepairPolicy
+    from healing.policies import ensure_default_policies
+
+    ensure_default_policies(RepairPolicy)

@@ -9,32 +9,41 @@ from __future__ import annotations
 import hashlib
 import re
 
-# A response that is really an error, a rate limit, a refusal or an outage page.
-_POISON_PATTERNS: list[tuple[str, str]] = [
-    ("rate_limit", r"\b(rate[ _-]?limit (reached|exceeded)|rate_limit_exceeded|^\s*(429 )?too many requests|quota exceeded|insufficient_quota|error code: 429)"),
-    ("provider_error", r"(\binternal server error\b|\b50[234] service unavailable\b|^\s*service unavailable\b|\bbad gateway\b|\bgateway time-?out\b|\boverloaded_error\b|^\s*\{\s*\"error\"\s*:|\bAPIError\b|\bAPIConnectionError\b|\bupstream connect error\b|^\s*error code: 5\d\d)"),
-    ("auth_error", r"(\binvalid api key\b|\bincorrect api key\b|\bunauthorized\b|\bauthentication_error\b|\b401\b.{0,20}\bunauthori)"),
-    ("context_error", r"(\bcontext_length_exceeded\b|\bmaximum context length\b)"),
-    ("refusal", r"^\s*(i'?m sorry,? but i (can(no|')t|am unable to)|i can(no|')t (help|assist) with (that|this)|as an ai( language model)?,? i (can(no|')t|am unable))"),
-    ("timeout", r"^\s*(request timed out|timeout error|read timed out)"),
+# A response that is really an error, a rate limit, a refusal or an outage page. Each pattern has cheap
+# trigger substrings: the regular expression runs only when one of them is in the (lower-cased) head,
+# so a healthy answer costs a few substring searches.
+_POISON_PATTERNS: list[tuple[str, tuple[str, ...], str]] = [
+    ("rate_limit", ("rate", "too many", "quota", "429"),
+     r"\b(rate[ _-]?limit (reached|exceeded)|rate_limit_exceeded|^\s*(429 )?too many requests|quota exceeded|insufficient_quota|error code: 429)"),
+    ("provider_error", ("error", "unavailable", "gateway", "overloaded", "upstream"),
+     r"(\binternal server error\b|\b50[234] service unavailable\b|^\s*service unavailable\b|\bbad gateway\b|\bgateway time-?out\b|\boverloaded_error\b|^\s*\{\s*\"error\"\s*:|\bapierror\b|\bapiconnectionerror\b|\bupstream connect error\b|^\s*error code: 5\d\d)"),
+    ("auth_error", ("api key", "unauthori", "authentication_error"),
+     r"(\binvalid api key\b|\bincorrect api key\b|\bunauthorized\b|\bauthentication_error\b)"),
+    ("context_error", ("context",), r"(\bcontext_length_exceeded\b|\bmaximum context length\b)"),
+    ("refusal", ("sorry", "can't", "cannot", "as an ai", "unable"),
+     r"^\s*(i'?m sorry,? but i (can(no|')t|am unable to)|i can(no|')t (help|assist) with (that|this)|as an ai( language model)?,? i (can(no|')t|am unable))"),
+    ("timeout", ("time",), r"^\s*(request timed out|timeout error|read timed out)"),
 ]
-_POISON_RE = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in _POISON_PATTERNS), re.IGNORECASE)
-# only the head of a long answer is searched: errors are short, real answers that mention "429" are long
+_POISON = [(name, triggers, re.compile(pattern)) for name, triggers, pattern in _POISON_PATTERNS]
+# only the head of a short answer is searched: errors are short, real answers that mention "429" are long
 _POISON_HEAD = 200
 _LONG_ANSWER = 600
 
-_SECRET_PATTERNS: list[tuple[str, str]] = [
-    ("openai_key", r"\bsk-(?:proj-|svcacct-|ant-)?[A-Za-z0-9_-]{20,}"),
-    ("aws_access_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    ("github_token", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
-    ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}\b"),
-    ("slack_token", r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
-    ("private_key", r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----"),
-    ("jwt", r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
-    ("bearer_token", r"\b[Bb]earer\s+[A-Za-z0-9._~+/-]{24,}=*"),
-    ("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
+_SECRET_PATTERNS: list[tuple[str, tuple[str, ...], str]] = [
+    ("openai_key", ("sk-",), r"\bsk-(?:proj-|svcacct-|ant-)?[A-Za-z0-9_-]{20,}"),
+    ("aws_access_key", ("AKIA", "ASIA"), r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    ("github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
+    ("google_api_key", ("AIza",), r"\bAIza[0-9A-Za-z_-]{35}\b"),
+    ("slack_token", ("xox",), r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+    ("private_key", ("-----BEGIN",), r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----"),
+    ("jwt", ("eyJ",), r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
+    ("bearer_token", ("earer ",), r"\b[Bb]earer\s+[A-Za-z0-9._~+/-]{24,}=*"),
+    ("email", ("@",), r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
 ]
-_SECRET_RE = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in _SECRET_PATTERNS))
+_SECRETS = [(name, re.compile(pattern)) for name, _, pattern in _SECRET_PATTERNS]
+# (trigger, index into _SECRETS), flat so that the healthy path is a short loop of C substring searches
+_SECRET_TRIGGERS = [(trigger, i) for i, (_, triggers, _) in enumerate(_SECRET_PATTERNS) for trigger in triggers]
+_POISON_TRIGGERS = [(trigger, i) for i, (_, triggers, _) in enumerate(_POISON_PATTERNS) for trigger in triggers]
 
 
 def poison_reason(response: str) -> str | None:
@@ -43,10 +52,12 @@ def poison_reason(response: str) -> str | None:
     if not stripped:
         return "empty"
     if len(stripped) < _LONG_ANSWER:
-        match = _POISON_RE.search(stripped[:_POISON_HEAD])
-        if match:
-            return match.lastgroup
-    if stripped.count("```") % 2 == 1:
+        head = stripped[:_POISON_HEAD].lower()
+        hit = {i for trigger, i in _POISON_TRIGGERS if trigger in head}
+        for i in sorted(hit):
+            if _POISON[i][2].search(head):
+                return _POISON[i][0]
+    if "```" in stripped and stripped.count("```") % 2 == 1:
         return "cut_off"
     return None
 
@@ -64,10 +75,12 @@ def redact_secret(kind: str, value: str) -> str:
 
 def find_secrets(text: str) -> list[str]:
     """Redacted forms of the secrets in `text` (never the secrets themselves)."""
-    found = []
-    for match in _SECRET_RE.finditer(text):
-        kind = match.lastgroup or "secret"
-        found.append(redact_secret(kind, match.group(0)))
-        if len(found) >= 5:
-            break
+    found: list[str] = []
+    hit = {i for trigger, i in _SECRET_TRIGGERS if trigger in text}
+    for i in sorted(hit):
+        kind, pattern = _SECRETS[i]
+        for match in pattern.finditer(text):
+            found.append(redact_secret(kind, match.group(0)))
+            if len(found) >= 5:
+                return found
     return found

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +48,16 @@ def event_hash(event: AuditEvent) -> str:
 
 def _jsonable(value: Any) -> Any:
     return None if value is None else json.loads(canonical_json(redact(value)))
+
+
+@contextmanager
+def audited_transaction() -> Iterator[None]:
+    """A transaction that will append to the record. It takes the chain lock first, so that every
+    audited transaction locks rows in the same order (chain head, then the rest): no deadlocks."""
+    with transaction.atomic():
+        if not ChainHead.objects.select_for_update().filter(pk=1).exists():
+            ChainHead.objects.get_or_create(pk=1, defaults={"seq": 0, "hash": GENESIS_HASH})
+        yield
 
 
 def audit_append(

@@ -1,8 +1,7 @@
 from django.contrib import admin
-from django.db import transaction
 
 from compliance.actions import Action
-from compliance.services import audit_append
+from compliance.services import audit_append, audited_transaction
 from healing.models import CacheTarget, RepairPolicy
 
 
@@ -14,14 +13,14 @@ class CacheTargetAdmin(admin.ModelAdmin):
     readonly_fields = ("storm_mode", "storm_reason", "last_check_at", "next_check_at", "lease_owner", "lease_until", "created_at")
 
     def save_model(self, request, obj, form, change):
-        with transaction.atomic():
+        with audited_transaction():
             super().save_model(request, obj, form, change)
             audit_append(actor=request.user, action=Action.TARGET_UPDATED if change else Action.TARGET_CREATED, object_type="target",
                          object_id=obj.pk, scope=f"target:{obj.pk}", summary=f"target {obj.name} saved in admin",
                          after={"changed": form.changed_data})
 
     def delete_model(self, request, obj):
-        with transaction.atomic():
+        with audited_transaction():
             pk = obj.pk
             super().delete_model(request, obj)
             audit_append(actor=request.user, action=Action.TARGET_DELETED, object_type="target", object_id=pk,
@@ -35,7 +34,7 @@ class RepairPolicyAdmin(admin.ModelAdmin):
     readonly_fields = ("version", "updated_at")
 
     def save_model(self, request, obj, form, change):
-        with transaction.atomic():
+        with audited_transaction():
             if change:
                 obj.version += 1
             super().save_model(request, obj, form, change)
@@ -44,7 +43,7 @@ class RepairPolicyAdmin(admin.ModelAdmin):
                          after={"changed": form.changed_data, "decision": obj.decision, "version": obj.version})
 
     def delete_model(self, request, obj):
-        with transaction.atomic():
+        with audited_transaction():
             pk = obj.pk
             super().delete_model(request, obj)
             audit_append(actor=request.user, action=Action.POLICY_DELETED, object_type="policy", object_id=pk, summary=f"policy {obj.name} deleted")

@@ -84,3 +84,8 @@ def find_secrets(text: str) -> list[str]:
             if len(found) >= 5:
                 return found
     return found
+
+
+def may_hold_secrets(text: str) -> bool:
+    """False when no secret format can occur anywhere in `text`: lets a caller skip scanning its parts."""
+    return any(trigger in text for trigger, _ in _SECRET_TRIGGERS)

@@ -27,7 +27,7 @@ from django.utils.text import slugify
 from compliance.actions import Action
 from compliance.actors import Actor
 from compliance.selectors import audit_events_for
-from compliance.services import audit_append, canonical_json
+from compliance.services import audit_append, audited_transaction, canonical_json
 from healing.backends import BackendError, TargetConfig, backend_for
 from healing.backends.base import CheckOutcome, Finding
 from healing.baselines import anomaly_findings, disk_forecast_finding
@@ -128,7 +128,7 @@ def target_create(
     interval = check_interval_seconds or _conf("DEFAULT_CHECK_INTERVAL_SECONDS")
     if interval < 5:
         raise HealingError("check interval must be at least 5 seconds")
-    with transaction.atomic():
+    with audited_transaction():
         if CacheTarget.objects.filter(name=name).exists():
             raise HealingError(f"a target named {name!r} already exists")
         target = CacheTarget.objects.create(
@@ -153,7 +153,7 @@ def target_update(*, actor: Any, target_id: int, **changes: Any) -> CacheTarget:
     unknown = set(changes) - allowed
     if unknown:
         raise HealingError(f"cannot change {', '.join(sorted(unknown))} of a target")
-    with transaction.atomic():
+    with audited_transaction():
         target = CacheTarget.objects.select_for_update().get(pk=target_id)
         before = _target_snapshot(target)
         for key, value in changes.items():
@@ -165,7 +165,7 @@ def target_update(*, actor: Any, target_id: int, **changes: Any) -> CacheTarget:
 
 
 def target_enter_storm(*, target: CacheTarget, reason: str) -> None:
-    with transaction.atomic():
+    with audited_transaction():
         updated = CacheTarget.objects.filter(pk=target.pk, storm_mode=False).update(storm_mode=True, storm_reason=reason[:300])
         if updated:
             target.storm_mode, target.storm_reason = True, reason[:300]
@@ -175,7 +175,7 @@ def target_enter_storm(*, target: CacheTarget, reason: str) -> None:
 
 
 def target_clear_storm(*, actor: Any, target_id: int, comment: str = "") -> CacheTarget:
-    with transaction.atomic():
+    with audited_transaction():
         target = CacheTarget.objects.select_for_update().get(pk=target_id)
         if not target.storm_mode:
             raise HealingError(f"{target.name} is not in storm mode")
@@ -368,7 +368,7 @@ def issue_resolve(*, issue: Issue, run: CheckRun | None, now=None) -> None:
 
 
 def issue_acknowledge(*, actor: Any, issue_id: int, comment: str = "") -> Issue:
-    with transaction.atomic():
+    with audited_transaction():
         issue = Issue.objects.select_for_update().get(pk=issue_id)
         if issue.status != IssueStatus.OPEN:
             raise HealingError(f"issue #{issue.pk} is {issue.get_status_display().lower()}, not open")
@@ -434,7 +434,7 @@ def check_target(*, target_id: int, trigger: str = "manual", actor: Any = None) 
     """Run every check of one target once and record what was found. Never raises for a bad store."""
     target = CacheTarget.objects.get(pk=target_id)
     started = timezone.now()
-    with transaction.atomic():
+    with audited_transaction():
         for stale in CheckRun.objects.filter(target=target, status=RunStatus.RUNNING):
             stale.status, stale.finished_at, stale.error = RunStatus.FAILED, started, "abandoned: the check stopped before finishing"
             stale.save(update_fields=["status", "finished_at", "error"])
@@ -457,7 +457,7 @@ def check_target(*, target_id: int, trigger: str = "manual", actor: Any = None) 
         outcome.findings.extend(_metric_findings(target, outcome, now.timestamp()))
     grouped = _group(outcome.findings)
     report = CheckReport(run=run, outcome=outcome, grouped=grouped)
-    with transaction.atomic():
+    with audited_transaction():
         if outcome.reachable:
             MetricSample.objects.bulk_create([MetricSample(target=target, run=run, name=k, value=float(v), at=now) for k, v in outcome.metrics.items()])
         if not crashed:
@@ -574,7 +574,7 @@ def repair_plan(*, target: CacheTarget, issue: Issue, subjects: list[str], actor
         "skipped": draft.skipped,
         "subjects_digest": hashlib.sha256("\n".join(sorted(subjects)).encode()).hexdigest(),
     }
-    with transaction.atomic():
+    with audited_transaction():
         repair = Repair.objects.create(
             target=target, issue=issue, code=issue.code, action=draft.action, risk=draft.risk,
             status=RepairStatus.AWAITING_APPROVAL, plan=plan, plan_hash=_plan_hash(plan),
@@ -600,7 +600,7 @@ def _plan_for_issues(target: CacheTarget, report: CheckReport, *, enqueue: bool)
         open_repairs = list(Repair.objects.filter(issue=issue, status__in=OPEN_REPAIR_STATUSES))
         if any(r.status != RepairStatus.AWAITING_APPROVAL or r.plan.get("subjects_digest") == digest for r in open_repairs):
             continue  # already planned on these subjects, or already on its way
-        with transaction.atomic():
+        with audited_transaction():
             for old in open_repairs:
                 _set_repair_status(old, RepairStatus.SUPERSEDED, actor=Actor.system("planner"), action=Action.REPAIR_SUPERSEDED,
                                    summary="re-planned: the issue's subjects changed")
@@ -615,7 +615,7 @@ def _plan_for_issues(target: CacheTarget, report: CheckReport, *, enqueue: bool)
 
 
 def repair_approve(*, actor: Any, repair_id: int, comment: str = "") -> Repair:
-    with transaction.atomic():
+    with audited_transaction():
         repair = Repair.objects.select_for_update().select_related("target").get(pk=repair_id)
         if not actor.has_perm("healing.approve_repair"):
             raise HealingError("you are not allowed to approve repairs (approver role required)")
@@ -643,7 +643,7 @@ def repair_approve(*, actor: Any, repair_id: int, comment: str = "") -> Repair:
 def repair_reject(*, actor: Any, repair_id: int, comment: str) -> Repair:
     if not comment.strip():
         raise HealingError("a rejection needs a comment saying why")
-    with transaction.atomic():
+    with audited_transaction():
         repair = Repair.objects.select_for_update().get(pk=repair_id)
         if not actor.has_perm("healing.approve_repair"):
             raise HealingError("you are not allowed to reject repairs (approver role required)")
@@ -684,7 +684,7 @@ def repair_execute(*, repair_id: int, run_check_after: bool = True) -> ExecuteOu
     if not target_lease_acquire(target_id=target.pk, owner=owner):
         return ExecuteOutcome(repair, "busy")
     try:
-        with transaction.atomic():
+        with audited_transaction():
             claimed = Repair.objects.filter(pk=repair.pk, status=RepairStatus.APPROVED).update(
                 status=RepairStatus.RUNNING, claim_token=token, started_at=timezone.now(), workdir=str(_workdir(repair, token)))
             if not claimed:
@@ -704,7 +704,7 @@ def repair_execute(*, repair_id: int, run_check_after: bool = True) -> ExecuteOu
 def _run_claimed(repair: Repair, target: CacheTarget) -> None:
     executor = Actor.system("executor")
     if not _approval_binds(repair):
-        with transaction.atomic():
+        with audited_transaction():
             _set_repair_status(repair, RepairStatus.FAILED, actor=executor, action=Action.REPAIR_FAILED,
                                summary="refused: the approval does not match the plan", finished_at=timezone.now(),
                                error="the approval does not match this plan (hash or approver count); nothing was changed")
@@ -718,20 +718,20 @@ def _run_claimed(repair: Repair, target: CacheTarget) -> None:
     except Exception as exc:
         log.exception("repair failed while applying", extra={"repair": repair.pk, "target": target.name})
         rolled = _safe_rollback(backend, workdir)
-        with transaction.atomic():
+        with audited_transaction():
             _set_repair_status(repair, RepairStatus.ROLLED_BACK, actor=executor, action=Action.REPAIR_FAILED,
                                summary=f"failed while applying: {exc}; rolled back", finished_at=timezone.now(),
                                error=f"{exc.__class__.__name__}: {exc}", result={"rollback": rolled}, after={"rollback": rolled})
         return
     applied_subjects = [a["subject"] for a in result.applied]
-    with transaction.atomic():
+    with audited_transaction():
         repair.result = {"applied": result.applied, "skipped": result.skipped}
         repair.save(update_fields=["result"])
         audit_append(actor=executor, action=Action.REPAIR_APPLIED, object_type="repair", object_id=repair.pk, scope=scope_of(target),
                      summary=f"{len(result.applied)} applied, {len(result.skipped)} skipped",
                      after={"applied": len(result.applied), "skipped": result.skipped[:50], "manifest": str(workdir / "manifest.json")})
     if not applied_subjects:
-        with transaction.atomic():
+        with audited_transaction():
             _set_repair_status(repair, RepairStatus.SUPERSEDED, actor=executor, action=Action.REPAIR_SUPERSEDED,
                                summary="nothing applied: every subject changed after planning; the next pass re-plans",
                                finished_at=timezone.now())
@@ -741,7 +741,7 @@ def _run_claimed(repair: Repair, target: CacheTarget) -> None:
     new = [f"{f.code}:{f.subject}" for f in after if (f.code, f.subject) not in baseline]
     passed = not remaining and not new
     verification = {"passed": passed, "checked": len(applied_subjects), "still_failing": remaining[:50], "new_findings": new[:50]}
-    with transaction.atomic():
+    with audited_transaction():
         audit_append(actor=executor, action=Action.REPAIR_VERIFIED, object_type="repair", object_id=repair.pk, scope=scope_of(target),
                      summary="verification passed" if passed else "verification failed", after=verification)
         if passed:
@@ -750,7 +750,7 @@ def _run_claimed(repair: Repair, target: CacheTarget) -> None:
                                after={"verification": verification}, verification=verification, finished_at=timezone.now())
             return
     rolled = _safe_rollback(backend, workdir)
-    with transaction.atomic():
+    with audited_transaction():
         _set_repair_status(repair, RepairStatus.ROLLED_BACK, actor=executor, action=Action.REPAIR_ROLLED_BACK,
                            summary="verification failed; rolled back automatically",
                            after={"verification": verification, "rollback": rolled}, verification=verification,
@@ -777,7 +777,7 @@ def repair_rollback(*, actor: Any, repair_id: int, reason: str = "") -> Repair:
     if not target_lease_acquire(target_id=repair.target_id, owner=owner):
         raise HealingError(f"{repair.target.name} is busy with a check or another repair; try again in a moment")
     try:
-        with transaction.atomic():
+        with audited_transaction():
             if not Repair.objects.filter(pk=repair.pk, status=RepairStatus.SUCCEEDED).update(status=RepairStatus.RUNNING):
                 raise HealingError(f"repair #{repair.pk} is already being rolled back")
             repair.refresh_from_db()
@@ -786,7 +786,7 @@ def repair_rollback(*, actor: Any, repair_id: int, reason: str = "") -> Repair:
                          before={"status": RepairStatus.SUCCEEDED}, after={"status": RepairStatus.RUNNING, "reason": reason})
         backend = backend_for(target_config(repair.target))
         outcome = backend.rollback(Path(repair.workdir))
-        with transaction.atomic():
+        with audited_transaction():
             _set_repair_status(repair, RepairStatus.ROLLED_BACK, actor=actor, action=Action.REPAIR_ROLLED_BACK,
                                summary=f"rolled back: {len(outcome['restored'])} restored, {len(outcome['superseded'])} superseded by newer client writes",
                                after={"restored": outcome["restored"][:50], "superseded": outcome["superseded"][:50]}, finished_at=timezone.now())

@@ -46,7 +46,7 @@ from healing.backends.fsutil import (
     take_out,
 )
 from healing.catalog import REPAIRS, check_spec
-from healing.content import find_secrets, poison_reason
+from healing.content import find_secrets, may_hold_secrets, poison_reason
 
 INDEX_NAME = ".index.json"
 ENTRY_RE = re.compile(r"^[0-9a-f]{64}\.json$")
@@ -419,6 +419,8 @@ class AicacheFsBackend:
             assert index is not None
             index_records = len(index)
             index_mtime = index_st.st_mtime if index_st else 0
+            # one pass of substring searches over the whole index decides whether previews need scanning
+            scan_previews = may_hold_secrets("\n".join(str(r.get("prompt_preview", "")) for r in index.values() if isinstance(r, dict)))
             for key, record in index.items():
                 name = f"{key}.json"
                 s = valid_keys.get(key)
@@ -434,7 +436,7 @@ class AicacheFsBackend:
                     diffs = record_disagreement(record, s)
                     if diffs:
                         findings.append(Finding("fs.index_stale", name, {"fields": diffs}))
-                if isinstance(record, dict):
+                if scan_previews and isinstance(record, dict):
                     preview = record.get("prompt_preview")
                     if isinstance(preview, str) and preview:
                         leaked = find_secrets(preview)

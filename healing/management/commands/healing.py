@@ -21,12 +21,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 
 from compliance.actions import Action
 from compliance.actors import Actor
 from compliance.context import audit_context
-from compliance.services import audit_append
+from compliance.services import audit_append, audited_transaction
 from healing import services
 from healing.choices import RunStatus
 from healing.models import CacheTarget, Repair
@@ -163,7 +162,7 @@ class Command(BaseCommand):
         password_file = Path(settings.VAR_DIR) / "initial-admin-password"
         if not User.objects.filter(is_superuser=True).exists():
             password = secrets.token_urlsafe(12)
-            with transaction.atomic():
+            with audited_transaction():
                 user = User.objects.create_superuser("admin", "", password)
                 audit_append(actor=Actor.system("bootstrap"), action=Action.USER_CREATED, object_type="user", object_id=user.pk,
                              summary="first-start admin account created")

@@ -83,13 +83,15 @@ def main() -> None:
         print(f"building a {args.entries}-entry store in {root} ...", flush=True)
         build(root, args.entries)
     names = sorted(p for p in os.listdir(root) if p.endswith(".json") and p != ".index.json")
-    config = TargetConfig(id=0, name="bench", kind="aicache_fs", location=str(root), grace_seconds=60, state_path=state)
+    config = TargetConfig(id=0, name="bench", kind="aicache_fs", location=str(root), grace_seconds=60, state_path=state,
+                          scan_processes=min(2, os.cpu_count() or 1))
     backend = AicacheFsBackend(config)
 
     floor = min(floor_seconds(root) for _ in range(args.repeat))
     fulls, findings = [], None
     for _ in range(args.repeat):
-        state.unlink(missing_ok=True)
+        for old in state.parent.glob(state.name + "*"):
+            old.unlink()
         started = time.perf_counter()
         outcome = backend.check(incremental=False)
         fulls.append(time.perf_counter() - started)

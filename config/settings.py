@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from config.env import (
@@ -144,6 +145,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = False
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep the product's structured JSON logs in the worker too
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TIMEZONE = TIME_ZONE
 HEALING_DISPATCH_EVERY_SECONDS = env_float("HEALING_DISPATCH_EVERY_SECONDS", 10.0)
@@ -170,6 +172,9 @@ HEALING = {
     "DISK_FORECAST_HORIZON_HOURS": env_float("HEALING_DISK_FORECAST_HORIZON_HOURS", 72.0),
     "LATENCY_SAMPLE_SIZE": env_int("HEALING_LATENCY_SAMPLE_SIZE", 32),
     "TARGET_LEASE_SECONDS": env_int("HEALING_TARGET_LEASE_SECONDS", 1800),
+    # large stores are scanned by this many processes (forked), split by key
+    "SCAN_PROCESSES": env_int("HEALING_SCAN_PROCESSES", min(2, os.cpu_count() or 1)),
+    "SCAN_PARALLEL_MIN_ENTRIES": env_int("HEALING_SCAN_PARALLEL_MIN_ENTRIES", 20000),
     # first start: register ~/.cache/aicache when it exists, and a demo store with injected faults
     "REGISTER_HOME_CACHE": env_bool("HEALING_REGISTER_HOME_CACHE", True),
     "DEMO": env_bool("HEALING_DEMO", True),

@@ -15,6 +15,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 HEALING["GRACE_SECONDS"] = 0.0
 HEALING["DEMO"] = False
 HEALING["REGISTER_HOME_CACHE"] = False
+# every test check takes the multi-process scan path, so that path is what the tests prove
+HEALING["SCAN_PROCESSES"] = 2
+HEALING["SCAN_PARALLEL_MIN_ENTRIES"] = 0
 TEST_VAR_DIR = Path(VAR_DIR)
 
 # a file, not memory: the real Celery worker of the integration tests opens the same database

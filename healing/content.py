@@ -86,6 +86,10 @@ def find_secrets(text: str) -> list[str]:
     return found
 
 
-def may_hold_secrets(text: str) -> bool:
-    """False when no secret format can occur anywhere in `text`: lets a caller skip scanning its parts."""
-    return any(trigger in text for trigger, _ in _SECRET_TRIGGERS)
+_SECRET_TRIGGER_BYTES = [trigger.encode() for trigger, _ in _SECRET_TRIGGERS]
+
+
+def may_hold_secrets_bytes(raw: bytes) -> bool:
+    """False when no secret format can occur anywhere in `raw`: lets a caller skip scanning its parts.
+    (JSON escapes non-ASCII but leaves every trigger, all ASCII, as it is.)"""
+    return any(trigger in raw for trigger in _SECRET_TRIGGER_BYTES)

@@ -83,6 +83,8 @@ def target_config(target: CacheTarget) -> TargetConfig:
         max_index_bytes=int(_conf("MAX_INDEX_BYTES")),
         latency_sample_size=int(_conf("LATENCY_SAMPLE_SIZE")),
         state_path=Path(_conf("STATE_DIR")) / f"target-{target.pk}.state",
+        scan_processes=int(_conf("SCAN_PROCESSES")),
+        parallel_min_entries=int(_conf("SCAN_PARALLEL_MIN_ENTRIES")),
     )
 
 

@@ -29,6 +29,8 @@ class TargetConfig:
     max_index_bytes: int = 512 * 1024 * 1024
     latency_sample_size: int = 32
     state_path: Path | None = None
+    scan_processes: int = 2
+    parallel_min_entries: int = 20000
 
 
 @dataclass

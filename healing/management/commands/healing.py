@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -183,7 +184,8 @@ class Command(BaseCommand):
             self.stdout.write(f"registered the demo store at {root}")
         self.stdout.write("")
         self.stdout.write("=" * 72)
-        self.stdout.write("aicache-healing is starting: open http://127.0.0.1:8000/ and sign in as")
+        bind = os.environ.get("HEALING_BIND", "127.0.0.1:8000")
+        self.stdout.write(f"aicache-healing is starting: open http://{bind}/ and sign in as")
         if password_file.exists():
             self.stdout.write(f"  user: admin    password: {password_file.read_text().strip()}")
             self.stdout.write(f"  (kept in {password_file}; change it in the admin, then delete the file)")

@@ -16,15 +16,15 @@ class Actor:
     version: int | None = None
 
     @classmethod
-    def system(cls, component: str = "scheduler") -> "Actor":
+    def system(cls, component: str = "scheduler") -> Actor:
         return cls(ActorKind.SYSTEM, component, f"system:{component}")
 
     @classmethod
-    def policy(cls, policy_id: int | str, name: str, version: int) -> "Actor":
+    def policy(cls, policy_id: int | str, name: str, version: int) -> Actor:
         return cls(ActorKind.POLICY, str(policy_id), f"policy:{name}", version)
 
     @classmethod
-    def of(cls, who: Any) -> "Actor":
+    def of(cls, who: Any) -> Actor:
         """Accept an Actor, a Django user, or None (the system)."""
         if who is None:
             return cls.system()

@@ -16,7 +16,8 @@ _POISON_PATTERNS: list[tuple[str, tuple[str, ...], str]] = [
     ("rate_limit", ("rate", "too many", "quota", "429"),
      r"\b(rate[ _-]?limit (reached|exceeded)|rate_limit_exceeded|^\s*(429 )?too many requests|quota exceeded|insufficient_quota|error code: 429)"),
     ("provider_error", ("error", "unavailable", "gateway", "overloaded", "upstream"),
-     r"(\binternal server error\b|\b50[234] service unavailable\b|^\s*service unavailable\b|\bbad gateway\b|\bgateway time-?out\b|\boverloaded_error\b|^\s*\{\s*\"error\"\s*:|\bapierror\b|\bapiconnectionerror\b|\bupstream connect error\b|^\s*error code: 5\d\d)"),
+     r"(\binternal server error\b|\b50[234] service unavailable\b|^\s*service unavailable\b|\bbad gateway\b|\bgateway time-?out\b"
+     r"|\boverloaded_error\b|^\s*\{\s*\"error\"\s*:|\bapierror\b|\bapiconnectionerror\b|\bupstream connect error\b|^\s*error code: 5\d\d)"),
     ("auth_error", ("api key", "unauthori", "authentication_error"),
      r"(\binvalid api key\b|\bincorrect api key\b|\bunauthorized\b|\bauthentication_error\b)"),
     ("context_error", ("context",), r"(\bcontext_length_exceeded\b|\bmaximum context length\b)"),

@@ -3,8 +3,9 @@ thresholds in `RULE_PARAMS`, so that each can be tested on its own and tuned as 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 RULE_PARAMS: dict[str, dict[str, float]] = {
     "disk_full_write_burst": {"min_corrupt": 2, "window_seconds": 30, "cluster_share": 0.6, "free_ratio_below": 0.05},

@@ -261,7 +261,8 @@ def _metric_findings(target: CacheTarget, outcome: CheckOutcome, now: float) -> 
     findings = anomaly_findings(values, current, min_samples=int(_conf("ANOMALY_MIN_SAMPLES")), threshold=float(_conf("ANOMALY_THRESHOLD")))
     if target.kind == Kind.AICACHE_FS and "bytes" in current and "disk_free_bytes" in outcome.metrics:
         points = past_bytes[-window:] + [(now, current["bytes"])]
-        forecast = disk_forecast_finding(points, outcome.metrics["disk_free_bytes"], horizon_hours=float(target.option("disk_forecast_horizon_hours", _conf("DISK_FORECAST_HORIZON_HOURS"))))
+        horizon = float(target.option("disk_forecast_horizon_hours", _conf("DISK_FORECAST_HORIZON_HOURS")))
+        forecast = disk_forecast_finding(points, outcome.metrics["disk_free_bytes"], horizon_hours=horizon)
         if forecast:
             findings.append(forecast)
     return findings

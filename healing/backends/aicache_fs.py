@@ -785,7 +785,7 @@ class AicacheFsBackend:
         self._write_manifest(workdir, journal)
         return ApplyResult(applied=applied, skipped=skipped)
 
-    def _apply_quarantine(self, seq: int, op: dict, workdir: Path, journal: "Journal", index_changes: dict) -> str | None:
+    def _apply_quarantine(self, seq: int, op: dict, workdir: Path, journal: Journal, index_changes: dict) -> str | None:
         src = self.root / op["subject"]
         try:
             st = os.lstat(src)
@@ -808,7 +808,7 @@ class AicacheFsBackend:
             index_changes[op["subject"][:-5]] = None
         return None
 
-    def _rewrite_entry(self, seq: int, op: dict, workdir: Path, journal: "Journal", transform) -> str | None:
+    def _rewrite_entry(self, seq: int, op: dict, workdir: Path, journal: Journal, transform) -> str | None:
         path = self.root / op["subject"]
         original = read_bytes(path)
         st = os.lstat(path)
@@ -830,11 +830,11 @@ class AicacheFsBackend:
         journal.write({"seq": seq, "phase": "done", "op": "rewrite", "subject": op["subject"], "sha256_after": sha256_bytes(new_bytes)})
         return None
 
-    def _apply_rewrite(self, seq: int, op: dict, workdir: Path, journal: "Journal", index_changes: dict) -> str | None:
+    def _apply_rewrite(self, seq: int, op: dict, workdir: Path, journal: Journal, index_changes: dict) -> str | None:
         key = op["subject"][:-5]
         return self._rewrite_entry(seq, op, workdir, journal, lambda obj: {**obj, "key": key})
 
-    def _apply_clamp(self, seq: int, op: dict, workdir: Path, journal: "Journal", index_changes: dict) -> str | None:
+    def _apply_clamp(self, seq: int, op: dict, workdir: Path, journal: Journal, index_changes: dict) -> str | None:
         now = time.time()
 
         def clamp(obj: dict) -> dict:
@@ -849,7 +849,7 @@ class AicacheFsBackend:
             index_changes[op["subject"][:-5]] = "from_entry_if_present"
         return outcome
 
-    def _apply_chmod(self, seq: int, op: dict, workdir: Path, journal: "Journal", index_changes: dict) -> str | None:
+    def _apply_chmod(self, seq: int, op: dict, workdir: Path, journal: Journal, index_changes: dict) -> str | None:
         path = self.root if op["subject"] == STORE else self.root / op["subject"]
         if stat.S_ISLNK(os.lstat(path).st_mode):
             return "a symbolic link"
@@ -858,7 +858,7 @@ class AicacheFsBackend:
         journal.write({"seq": seq, "phase": "done", "op": "chmod", "subject": op["subject"]})
         return None
 
-    def _apply_index(self, seq: int, op: dict, workdir: Path, journal: "Journal", index_changes: dict) -> str | None:
+    def _apply_index(self, seq: int, op: dict, workdir: Path, journal: Journal, index_changes: dict) -> str | None:
         if op["op"] == "index_rebuild":
             return self._rebuild_index(seq, op, workdir, journal)
         key = op["key"]
@@ -872,7 +872,7 @@ class AicacheFsBackend:
             return None
         return obj if isinstance(obj, dict) and isinstance(obj.get("value"), str) and _is_num(obj.get("timestamp")) else None
 
-    def _commit_index_changes(self, changes: dict[str, Any], workdir: Path, journal: "Journal") -> None:
+    def _commit_index_changes(self, changes: dict[str, Any], workdir: Path, journal: Journal) -> None:
         """Apply record-level changes to the index as it is *now*, keeping whatever the client wrote.
 
         The index stays in place for readers (atomic rename). A client that opened the old index just
@@ -932,7 +932,7 @@ class AicacheFsBackend:
             return
         raise BackendError("the index kept changing under the repair; it will be retried")
 
-    def _rebuild_index(self, seq: int, op: dict, workdir: Path, journal: "Journal") -> str | None:
+    def _rebuild_index(self, seq: int, op: dict, workdir: Path, journal: Journal) -> str | None:
         path = self.root / INDEX_NAME
         old_index, _problem, _ = self._read_index()
         original = read_bytes(path) if path.exists() else None
@@ -956,7 +956,7 @@ class AicacheFsBackend:
         journal.write({"seq": seq, "phase": "done", "op": "index_rebuild", "index_sha256_after": digest, "records": len(rebuilt)})
         return None
 
-    def _write_manifest(self, workdir: Path, journal: "Journal") -> None:
+    def _write_manifest(self, workdir: Path, journal: Journal) -> None:
         manifest = {"store": str(self.root), "kind": self.kind, "written_at": time.time(), "items": journal.read()}
         (workdir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
 

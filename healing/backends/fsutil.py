@@ -50,23 +50,32 @@ def read_bytes(path: Path) -> bytes:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int | None = None, times_ns: tuple[int, int] | None = None) -> str:
-    """Write `data` to a temp file beside `path`, fsync, then rename over it. Returns the sha256."""
-    tmp = path.with_name(f".{path.name}.healing-{os.getpid()}.tmp")
+def write_temp_beside(path: Path, data: bytes, *, tag: str, mode: int | None = None, times_ns: tuple[int, int] | None = None) -> Path:
+    """Write `data` to a fsynced temp file next to `path` (same file system, so it can be renamed or
+    linked into place), with the given mode and times. The caller moves or removes it."""
+    tmp = path.with_name(f".{path.name}.healing-{tag}-{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         view = memoryview(data)
         while view:
-            written = os.write(fd, view)
-            view = view[written:]
+            view = view[os.write(fd, view):]
         os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
         if mode is not None:
-            os.chmod(tmp, mode)
-        if times_ns is not None:
-            os.utime(tmp, ns=times_ns)
+            os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    if times_ns is not None:
+        os.utime(tmp, ns=times_ns)
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int | None = None, times_ns: tuple[int, int] | None = None) -> str:
+    """Write `data` to a temp file beside `path`, fsync, then rename over it. Returns the sha256."""
+    tmp = write_temp_beside(path, data, tag="w", mode=mode, times_ns=times_ns)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -142,18 +151,7 @@ def swap_in(path: Path, new_bytes: bytes, original: bytes, *, mode: int, keep_di
 
     Returns None on success, or why the file was left as the client has it.
     """
-    tmp = path.with_name(f".{path.name}.healing-{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        view = memoryview(new_bytes)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    if times_ns is not None:
-        os.utime(tmp, ns=times_ns)
+    tmp = write_temp_beside(path, new_bytes, tag="s", mode=mode, times_ns=times_ns)
     moving = path.with_name(f".{path.name}.healing-m-{os.getpid()}")
     try:
         os.rename(path, moving)
@@ -184,18 +182,7 @@ def swap_in(path: Path, new_bytes: bytes, original: bytes, *, mode: int, keep_di
 
 def create_exclusive(path: Path, data: bytes, *, mode: int, times_ns: tuple[int, int] | None = None) -> bool:
     """Create `path` with `data` only if nothing is there (no clobbering); False if something is."""
-    tmp = path.with_name(f".{path.name}.healing-r-{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    if times_ns is not None:
-        os.utime(tmp, ns=times_ns)
+    tmp = write_temp_beside(path, data, tag="r", mode=mode, times_ns=times_ns)
     try:
         os.link(tmp, path)
         return True

@@ -57,8 +57,8 @@ def test_a_100_mb_garbage_file_and_a_garbage_index_do_not_crash_a_check(tmp_path
     (root / ("e" * 64 + ".json")).write_bytes(garbage)
     (root / ".index.json").write_bytes(garbage)
     target = make_target(root, options={})
-    from django.test import override_settings
     from django.conf import settings
+    from django.test import override_settings
 
     with override_settings(HEALING={**settings.HEALING, "MAX_ENTRY_BYTES": 16 * 1024 * 1024}):
         report = services.check_target(target_id=target.pk)

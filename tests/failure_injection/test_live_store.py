@@ -14,7 +14,6 @@ from compliance.actors import Actor
 from healing import services
 from healing.choices import RepairStatus
 from healing.models import Repair, RepairPolicy
-from tests.aicache_client import CoreCache
 from tests.conftest import entry_names, fill_store, read_index
 from tests.failure_injection.faults import INJECTORS
 

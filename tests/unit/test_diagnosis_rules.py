@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from healing.diagnosis import DiagnosisContext, IssueView, RULE_PARAMS, RULES, largest_cluster
+from healing.diagnosis import RULE_PARAMS, RULES, DiagnosisContext, IssueView, largest_cluster
 
 NOW = 1_800_000_000.0
 

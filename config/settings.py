@@ -175,11 +175,29 @@ HEALING = {
     # large stores are scanned by this many processes (forked), split by key
     "SCAN_PROCESSES": env_int("HEALING_SCAN_PROCESSES", min(2, os.cpu_count() or 1)),
     "SCAN_PARALLEL_MIN_ENTRIES": env_int("HEALING_SCAN_PARALLEL_MIN_ENTRIES", 20000),
+    # approval workflow
+    "APPROVAL_TTL_SECONDS": env_int("HEALING_APPROVAL_TTL_SECONDS", 3600),
+    "APPROVAL_EXPIRY_WARNING_SECONDS": env_int("HEALING_APPROVAL_EXPIRY_WARNING_SECONDS", 600),
+    "REVIEW_DUE_HOURS": env_float("HEALING_REVIEW_DUE_HOURS", 24.0),
+    "AUTO_REPAIRS_PER_HOUR": env_int("HEALING_AUTO_REPAIRS_PER_HOUR", 30),
+    "BREAKER_FAILURES": env_int("HEALING_BREAKER_FAILURES", 3),
+    "BREAKER_WINDOW_SECONDS": env_int("HEALING_BREAKER_WINDOW_SECONDS", 3600),
+    "WEBHOOK_TIMEOUT_SECONDS": env_float("HEALING_WEBHOOK_TIMEOUT_SECONDS", 5.0),
+    "BASE_URL": env_str("HEALING_BASE_URL", "http://127.0.0.1:8000"),
     # first start: register ~/.cache/aicache when it exists, and a demo store with injected faults
     "REGISTER_HOME_CACHE": env_bool("HEALING_REGISTER_HOME_CACHE", True),
     "DEMO": env_bool("HEALING_DEMO", True),
     "DEMO_DIR": env_path("HEALING_DEMO_DIR", VAR_DIR / "demo-store"),
 }
+
+EMAIL_BACKEND = env_str("HEALING_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("HEALING_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("HEALING_EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("HEALING_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = env_str("HEALING_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("HEALING_EMAIL_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("HEALING_EMAIL_FROM", "aicache-healing@localhost")
+EMAIL_TIMEOUT = 10
 
 LOG_FORMAT = env_str("HEALING_LOG_FORMAT", "json")
 LOGGING = {

@@ -92,7 +92,7 @@ def _act(request: HttpRequest, pk: int, fn, **kwargs) -> HttpResponse:
     try:
         repair = fn(actor=request.user, repair_id=pk, **kwargs)
         messages.success(request, f"Repair #{repair.pk}: {repair.get_status_display().lower()}.")
-    except services.HealingError as exc:
+    except (services.HealingError, services.AccessDenied) as exc:
         messages.error(request, str(exc))
     return redirect("dashboard:repair", pk=pk)
 

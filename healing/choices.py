@@ -53,6 +53,7 @@ class RepairStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     ROLLED_BACK = "rolled_back", "Rolled back"
+    EXPIRED = "expired", "Expired"
 
 
 OPEN_REPAIR_STATUSES = (RepairStatus.AWAITING_APPROVAL, RepairStatus.APPROVED, RepairStatus.RUNNING)
@@ -91,4 +92,22 @@ BADGE = {
     "superseded": "muted",
     "succeeded": "ok",
     "rolled_back": "warning",
+    "expired": "muted",
 }
+
+
+class Role(models.TextChoices):
+    """Django groups created by a migration; permissions decide, the names only group them."""
+
+    VIEWER = "viewer", "Viewer"
+    OPERATOR = "operator", "Operator"
+    APPROVER = "approver", "Approver"
+    ADMIN = "admin", "Admin"
+
+
+class NotificationEvent(models.TextChoices):
+    AWAITING_APPROVAL = "awaiting_approval", "A repair awaits approval"
+    APPROVAL_EXPIRING = "approval_expiring", "An approval is about to expire"
+    REPAIR_FAILED = "repair_failed", "A repair failed or was rolled back"
+    BREAKER_TRIPPED = "breaker_tripped", "The circuit breaker tripped"
+    CRITICAL_ISSUE = "critical_issue", "A new critical issue"

@@ -34,6 +34,8 @@ class CacheTarget(models.Model):
     options = models.JSONField(default=dict, blank=True, help_text="Per-target overrides (grace_seconds, ...)")
     storm_mode = models.BooleanField(default=False, help_text="Automation stopped: a systemic failure was found")
     storm_reason = models.CharField(max_length=300, blank=True)
+    breaker_tripped = models.BooleanField(default=False, help_text="Circuit breaker: every repair needs a human until an admin resets it")
+    breaker_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_check_at = models.DateTimeField(null=True, blank=True)
     next_check_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -193,6 +195,7 @@ class Repair(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     claim_token = models.CharField(max_length=64, blank=True)
+    emergency = models.BooleanField(default=False, help_text="Run through the break-glass path")
     workdir = models.CharField(max_length=500, blank=True, help_text="Quarantine directory holding the manifest")
     result = models.JSONField(default=dict, blank=True)
     verification = models.JSONField(default=dict, blank=True)
@@ -203,6 +206,8 @@ class Repair(models.Model):
         permissions = [
             ("approve_repair", "Can approve or reject repairs"),
             ("request_repair", "Can request, retry and roll back repairs"),
+            ("break_glass", "Can run a repair during a change freeze (emergency change)"),
+            ("reset_breaker", "Can reset a target's circuit breaker"),
         ]
         indexes = [
             models.Index(fields=["target", "status"]),
@@ -224,9 +229,78 @@ class Approval(models.Model):
     plan_hash = models.CharField(max_length=64)
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    expiry_notified = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["created_at"]
         constraints = [
             models.UniqueConstraint(fields=["repair", "user"], condition=Q(user__isnull=False), name="one_decision_per_user"),
         ]
+
+
+class ChangeFreeze(models.Model):
+    """A window in which no repair runs on targets with the label, except through break-glass."""
+
+    label = models.CharField(max_length=80, help_text="Targets with this label are frozen; '*' freezes every target")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=300)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-starts_at"]
+        indexes = [models.Index(fields=["label", "ends_at"])]
+
+    def __str__(self) -> str:
+        return f"freeze {self.label} {self.starts_at:%Y-%m-%d %H:%M} – {self.ends_at:%Y-%m-%d %H:%M}"
+
+
+class RetroactiveReview(models.Model):
+    """Opened by every break-glass repair; someone other than the one who broke the glass signs it off."""
+
+    repair = models.OneToOneField(Repair, on_delete=models.CASCADE, related_name="review")
+    justification = models.TextField()
+    opened_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    opened_at = models.DateTimeField()
+    due_at = models.DateTimeField(db_index=True)
+    signed_off_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    signed_off_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["due_at"]
+
+    @property
+    def is_open(self) -> bool:
+        return self.signed_off_at is None
+
+
+class NotificationRoute(models.Model):
+    """Where notifications for targets with a label go: e-mail addresses and/or a JSON webhook."""
+
+    label = models.CharField(max_length=80, default="*", help_text="'*' for every target")
+    events = models.JSONField(default=list, blank=True, help_text="Empty: every event")
+    emails = models.JSONField(default=list, blank=True)
+    webhook_url = models.URLField(blank=True)
+    enabled = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"notify {self.label}: {', '.join(self.emails) or ''} {self.webhook_url}".strip()
+
+
+class Notification(models.Model):
+    """The outbox: a saved row is delivered by a task after commit; a failing channel never blocks the loop."""
+
+    route = models.ForeignKey(NotificationRoute, on_delete=models.CASCADE)
+    event = models.CharField(max_length=32)
+    target = models.ForeignKey(CacheTarget, on_delete=models.CASCADE, null=True)
+    text = models.TextField()
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -11,8 +11,11 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +31,7 @@ from compliance.actions import Action
 from compliance.actors import Actor
 from compliance.selectors import audit_events_for
 from compliance.services import audit_append, audited_transaction, canonical_json
+from healing.access import AccessDenied, require
 from healing.backends import BackendError, TargetConfig, backend_for
 from healing.backends.base import CheckOutcome, Finding
 from healing.baselines import anomaly_findings, disk_forecast_finding
@@ -37,22 +41,36 @@ from healing.choices import (
     ApprovalDecision,
     IssueStatus,
     Kind,
+    NotificationEvent,
     PolicyDecision,
     RepairStatus,
     Risk,
     RunStatus,
 )
 from healing.diagnosis import DiagnosisContext, IssueView, diagnose
+from healing.guards import (
+    active_freeze,
+    approval_ttl,
+    automated_repairs_last_hour,
+    automation_limit,
+    freeze_message,
+    recent_failed_verifications,
+)
 from healing.models import (
     Approval,
     CacheTarget,
+    ChangeFreeze,
     CheckRun,
     Diagnosis,
     Issue,
     MetricSample,
     Repair,
     RepairPolicy,
+    RetroactiveReview,
 )
+from healing.notify import notify
+
+__all__ = ["AccessDenied", "HealingError"]
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +220,30 @@ def target_lease_release(*, target_id: int, owner: str) -> None:
     CacheTarget.objects.filter(pk=target_id, lease_owner=owner).update(lease_owner="", lease_until=None)
 
 
+@contextmanager
+def lease_heartbeat(*, target_id: int, owner: str) -> Iterator[None]:
+    """Keep renewing a held lease while long work runs, so that only a dead worker's lease lapses."""
+    seconds = int(_conf("TARGET_LEASE_SECONDS"))
+    stop = threading.Event()
+
+    def beat() -> None:
+        from django.db import connection
+
+        try:
+            while not stop.wait(max(1.0, seconds / 3)):
+                CacheTarget.objects.filter(pk=target_id, lease_owner=owner).update(lease_until=timezone.now() + timedelta(seconds=seconds))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"lease-{target_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
 # --------------------------------------------------------------------------------------- checking
 @dataclass
 class CheckReport:
@@ -333,6 +375,10 @@ def _sync_issues(target: CacheTarget, run: CheckRun, grouped: dict[str, list[Fin
             audit_append(actor=Actor.system("checker"), action=Action.ISSUE_OPENED, object_type="issue", object_id=issue.pk,
                          scope=scope_of(target), summary=f"{code}: {len(findings)} subject(s) on {target.name}",
                          after={**_issue_snapshot(issue), "sample": sample[:5], "run": run.pk})
+            if spec.severity == "critical":
+                notify(event=NotificationEvent.CRITICAL_ISSUE, target=target,
+                       text=f"Critical issue on {target.name}: {spec.title} ({code}), {len(findings)} subject(s)",
+                       payload={"issue": issue.pk, "code": code})
         else:
             changed = issue.subjects_digest != digest
             before = _issue_snapshot(issue)
@@ -523,6 +569,21 @@ def policy_match(*, target: CacheTarget, code: str, action: str, risk: str, blas
     return None
 
 
+def _automation_blocker(target: CacheTarget) -> str | None:
+    """Why automation may not approve a repair on this target right now (None when it may)."""
+    if target.storm_mode:
+        return f"storm mode on {target.name}: automation stopped"
+    if target.breaker_tripped:
+        return f"circuit breaker tripped on {target.name}: every repair needs a human until an admin resets it"
+    freeze = active_freeze(target)
+    if freeze:
+        return freeze_message(freeze)
+    done, limit = automated_repairs_last_hour(target), automation_limit(target)
+    if done >= limit:
+        return f"rate limit: {done} automated repairs on {target.name} in the last hour (limit {limit})"
+    return None
+
+
 def _gate(repair: Repair, target: CacheTarget, *, enqueue: bool) -> None:
     """The policy gate: auto-approve, wait for approvers, or forbid."""
     policy = policy_match(target=target, code=repair.code, action=repair.action, risk=repair.risk,
@@ -534,10 +595,11 @@ def _gate(repair: Repair, target: CacheTarget, *, enqueue: bool) -> None:
         _set_repair_status(repair, RepairStatus.FORBIDDEN, actor=policy_actor, action=Action.REPAIR_GATED,
                            summary=f"forbidden by policy {policy.name} v{policy.version}", gate_reason=f"forbidden by policy “{policy.name}”")
         return
-    if policy is not None and policy.decision == PolicyDecision.AUTO and not target.storm_mode:
+    blocker = _automation_blocker(target) if policy is not None and policy.decision == PolicyDecision.AUTO else None
+    if policy is not None and policy.decision == PolicyDecision.AUTO and blocker is None:
         now = timezone.now()
         Approval.objects.create(repair=repair, decision=ApprovalDecision.APPROVE, policy=policy, policy_version=policy.version,
-                                plan_hash=repair.plan_hash, comment="auto-approved by policy", created_at=now)
+                                plan_hash=repair.plan_hash, comment="auto-approved by policy", created_at=now, expires_at=now + approval_ttl())
         _set_repair_status(repair, RepairStatus.APPROVED, actor=policy_actor, action=Action.REPAIR_APPROVED,
                            summary=f"auto-approved by policy {policy.name} v{policy.version}",
                            after={"plan_hash": repair.plan_hash, "policy": policy.name, "policy_version": policy.version},
@@ -546,10 +608,13 @@ def _gate(repair: Repair, target: CacheTarget, *, enqueue: bool) -> None:
             _enqueue_execute(repair.pk)
         return
     required = max(1, policy.approvers_required if policy else (2 if repair.risk == Risk.CRITICAL else 1))
-    reason = f"storm mode on {target.name}: automation stopped" if target.storm_mode else (
-        f"policy “{policy.name}” v{policy.version} requires {required} approver(s)" if policy else f"no policy matched; {required} approver(s) required")
+    reason = blocker or (f"policy “{policy.name}” v{policy.version} requires {required} approver(s)" if policy else f"no policy matched; {required} approver(s) required")
     _set_repair_status(repair, RepairStatus.AWAITING_APPROVAL, actor=policy_actor, action=Action.REPAIR_GATED, summary=reason,
-                       after={"approvals_required": required}, approvals_required=required, gate_reason=reason[:300])
+                       after={"approvals_required": required, "policy": policy.name if policy else None,
+                              "policy_version": policy.version if policy else None}, approvals_required=required, gate_reason=reason[:300])
+    notify(event=NotificationEvent.AWAITING_APPROVAL, target=target,
+           text=f"Repair #{repair.pk} ({repair.action}, {repair.risk} risk, {repair.blast_entries} entries) on {target.name} awaits approval: {reason}",
+           payload={"repair": repair.pk, "url": f"{_conf('BASE_URL')}/repairs/{repair.pk}/"})
 
 
 def _enqueue_execute(repair_id: int) -> None:
@@ -617,24 +682,34 @@ def _plan_for_issues(target: CacheTarget, report: CheckReport, *, enqueue: bool)
     return planned
 
 
+def _valid_approvals(repair: Repair, now=None):
+    now = now or timezone.now()
+    return repair.approvals.filter(decision=ApprovalDecision.APPROVE, plan_hash=repair.plan_hash).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
 def repair_approve(*, actor: Any, repair_id: int, comment: str = "") -> Repair:
+    require(actor, "approve")
     with audited_transaction():
         repair = Repair.objects.select_for_update().select_related("target").get(pk=repair_id)
-        if not actor.has_perm("healing.approve_repair"):
-            raise HealingError("you are not allowed to approve repairs (approver role required)")
         if repair.status != RepairStatus.AWAITING_APPROVAL:
             raise HealingError(f"repair #{repair.pk} is {repair.get_status_display().lower()}; only a repair awaiting approval can be approved")
         if repair.requested_by_id and repair.requested_by_id == actor.pk and repair.risk != Risk.LOW:
             raise HealingError("you requested this repair, so someone else must approve it (separation of duties)")
         if repair.approvals.filter(user=actor).exists():
-            raise HealingError("you have already approved this repair; it needs another approver")
+            raise HealingError("you have already approved this repair; it needs a different approver")
+        freeze = active_freeze(repair.target)
+        if freeze:
+            raise HealingError(f"cannot approve: {freeze_message(freeze)}")
         now = timezone.now()
-        Approval.objects.create(repair=repair, decision=ApprovalDecision.APPROVE, user=actor, plan_hash=repair.plan_hash, comment=comment, created_at=now)
-        count = repair.approvals.filter(decision=ApprovalDecision.APPROVE, plan_hash=repair.plan_hash).count()
+        Approval.objects.create(repair=repair, decision=ApprovalDecision.APPROVE, user=actor, plan_hash=repair.plan_hash,
+                                comment=comment, created_at=now, expires_at=now + approval_ttl())
+        count = _valid_approvals(repair, now).count()
         if count >= repair.approvals_required:
             _set_repair_status(repair, RepairStatus.APPROVED, actor=actor, action=Action.REPAIR_APPROVED,
                                summary=f"approved by {actor.get_username()} ({count}/{repair.approvals_required})",
-                               after={"plan_hash": repair.plan_hash, "comment": comment, "approvals": count}, approved_at=now)
+                               after={"plan_hash": repair.plan_hash, "comment": comment, "approvals": count,
+                                      "approvers": list(_valid_approvals(repair, now).values_list("user__username", flat=True))},
+                               approved_at=now)
             _enqueue_execute(repair.pk)
         else:
             audit_append(actor=actor, action=Action.REPAIR_APPROVED, object_type="repair", object_id=repair.pk, scope=scope_of(repair.target_id),
@@ -644,12 +719,11 @@ def repair_approve(*, actor: Any, repair_id: int, comment: str = "") -> Repair:
 
 
 def repair_reject(*, actor: Any, repair_id: int, comment: str) -> Repair:
+    require(actor, "approve")
     if not comment.strip():
         raise HealingError("a rejection needs a comment saying why")
     with audited_transaction():
         repair = Repair.objects.select_for_update().get(pk=repair_id)
-        if not actor.has_perm("healing.approve_repair"):
-            raise HealingError("you are not allowed to reject repairs (approver role required)")
         if repair.status != RepairStatus.AWAITING_APPROVAL:
             raise HealingError(f"repair #{repair.pk} is {repair.get_status_display().lower()}; only a repair awaiting approval can be rejected")
         Approval.objects.create(repair=repair, decision=ApprovalDecision.REJECT, user=actor, plan_hash=repair.plan_hash, comment=comment, created_at=timezone.now())
@@ -664,10 +738,12 @@ def _workdir(repair: Repair, token: str) -> Path:
 
 
 def _approval_binds(repair: Repair) -> bool:
-    approvals = [a for a in repair.approvals.all() if a.decision == ApprovalDecision.APPROVE]
-    if any(a.plan_hash != repair.plan_hash for a in approvals):
+    """The approvals still in force were given on exactly this plan, and there are enough of them."""
+    if _plan_hash(repair.plan) != repair.plan_hash:
         return False
-    return _plan_hash(repair.plan) == repair.plan_hash and len(approvals) >= max(1, repair.approvals_required)
+    if repair.approvals.filter(decision=ApprovalDecision.APPROVE).exclude(plan_hash=repair.plan_hash).exists():
+        return False
+    return _valid_approvals(repair).count() >= max(1, repair.approvals_required)
 
 
 @dataclass
@@ -682,6 +758,11 @@ def repair_execute(*, repair_id: int, run_check_after: bool = True) -> ExecuteOu
     if repair.status != RepairStatus.APPROVED:
         return ExecuteOutcome(repair, "not_runnable")
     target = repair.target
+    if not repair.emergency and repair.approved_at and repair.approved_at + approval_ttl() < timezone.now():
+        _expire(repair)
+        return ExecuteOutcome(repair, "expired")
+    if not repair.emergency and active_freeze(target):
+        return ExecuteOutcome(repair, "frozen")  # stays approved; runs after the window if still in force
     token = uuid.uuid4().hex
     owner = f"repair:{repair.pk}:{token}"
     if not target_lease_acquire(target_id=target.pk, owner=owner):
@@ -696,7 +777,8 @@ def repair_execute(*, repair_id: int, run_check_after: bool = True) -> ExecuteOu
             audit_append(actor=Actor.system("executor"), action=Action.REPAIR_STARTED, object_type="repair", object_id=repair.pk,
                          scope=scope_of(target), summary=f"{repair.action} started", before={"status": RepairStatus.APPROVED},
                          after={"status": RepairStatus.RUNNING, "plan_hash": repair.plan_hash, "workdir": repair.workdir})
-        _run_claimed(repair, target)
+        with lease_heartbeat(target_id=target.pk, owner=owner):
+            _run_claimed(repair, target)
         if run_check_after and repair.status == RepairStatus.SUCCEEDED:
             check_target(target_id=target.pk, trigger="after_repair")
         return ExecuteOutcome(repair, "done")
@@ -710,7 +792,7 @@ def _run_claimed(repair: Repair, target: CacheTarget) -> None:
         with audited_transaction():
             _set_repair_status(repair, RepairStatus.FAILED, actor=executor, action=Action.REPAIR_FAILED,
                                summary="refused: the approval does not match the plan", finished_at=timezone.now(),
-                               error="the approval does not match this plan (hash or approver count); nothing was changed")
+                               error="the approvals in force do not match this plan (hash, expiry or approver count); nothing was changed")
         return
     backend = backend_for(target_config(target))
     workdir = Path(repair.workdir)
@@ -725,6 +807,7 @@ def _run_claimed(repair: Repair, target: CacheTarget) -> None:
             _set_repair_status(repair, RepairStatus.ROLLED_BACK, actor=executor, action=Action.REPAIR_FAILED,
                                summary=f"failed while applying: {exc}; rolled back", finished_at=timezone.now(),
                                error=f"{exc.__class__.__name__}: {exc}", result={"rollback": rolled}, after={"rollback": rolled})
+            _after_failure(repair, target)
         return
     applied_subjects = [a["subject"] for a in result.applied]
     with audited_transaction():
@@ -758,6 +841,7 @@ def _run_claimed(repair: Repair, target: CacheTarget) -> None:
                            summary="verification failed; rolled back automatically",
                            after={"verification": verification, "rollback": rolled}, verification=verification,
                            finished_at=timezone.now(), error="verification failed: the issue still reproduces or something new appeared")
+        _after_failure(repair, target)
 
 
 def _safe_rollback(backend: Any, workdir: Path) -> dict[str, Any]:
@@ -772,8 +856,8 @@ def _safe_rollback(backend: Any, workdir: Path) -> dict[str, Any]:
 def repair_rollback(*, actor: Any, repair_id: int, reason: str = "") -> Repair:
     """Undo a succeeded repair from its quarantine manifest, byte-for-byte."""
     repair = Repair.objects.select_related("target").get(pk=repair_id)
-    if actor is not None and not actor.has_perm("healing.request_repair"):
-        raise HealingError("you are not allowed to roll back repairs (operator role required)")
+    if actor is not None:
+        require(actor, "operate")
     if repair.status != RepairStatus.SUCCEEDED:
         raise HealingError(f"repair #{repair.pk} is {repair.get_status_display().lower()}; only a succeeded repair can be rolled back")
     owner = f"rollback:{repair.pk}:{uuid.uuid4().hex}"
@@ -796,6 +880,179 @@ def repair_rollback(*, actor: Any, repair_id: int, reason: str = "") -> Repair:
     finally:
         target_lease_release(target_id=repair.target_id, owner=owner)
     return repair
+
+
+def _after_failure(repair: Repair, target: CacheTarget) -> None:
+    """A repair failed or was rolled back: tell people, and trip the breaker after repeated failures."""
+    notify(event=NotificationEvent.REPAIR_FAILED, target=target,
+           text=f"Repair #{repair.pk} ({repair.action}) on {target.name} {repair.get_status_display().lower()}: {repair.error}",
+           payload={"repair": repair.pk, "status": repair.status})
+    failures, limit = recent_failed_verifications(target), int(_conf("BREAKER_FAILURES"))
+    if failures >= limit and not target.breaker_tripped:
+        reason = f"{failures} failed repairs in the last {int(_conf('BREAKER_WINDOW_SECONDS')) // 60} minutes"
+        if CacheTarget.objects.filter(pk=target.pk, breaker_tripped=False).update(breaker_tripped=True, breaker_reason=reason):
+            target.breaker_tripped, target.breaker_reason = True, reason
+            audit_append(actor=Actor.system("executor"), action=Action.TARGET_BREAKER_TRIPPED, object_type="target", object_id=target.pk,
+                         scope=scope_of(target), summary=f"circuit breaker tripped on {target.name}: {reason}", after={"reason": reason})
+            notify(event=NotificationEvent.BREAKER_TRIPPED, target=target,
+                   text=f"Circuit breaker tripped on {target.name} ({reason}): every repair there now needs a human until an admin resets it.")
+
+
+def target_reset_breaker(*, actor: Any, target_id: int, comment: str) -> CacheTarget:
+    require(actor, "reset_breaker")
+    if not comment.strip():
+        raise HealingError("resetting the circuit breaker needs a comment saying what was fixed")
+    with audited_transaction():
+        target = CacheTarget.objects.select_for_update().get(pk=target_id)
+        if not target.breaker_tripped:
+            raise HealingError(f"the circuit breaker of {target.name} is not tripped")
+        before = {"breaker_tripped": True, "breaker_reason": target.breaker_reason}
+        target.breaker_tripped, target.breaker_reason = False, ""
+        target.save(update_fields=["breaker_tripped", "breaker_reason"])
+        audit_append(actor=actor, action=Action.TARGET_BREAKER_RESET, object_type="target", object_id=target.pk, scope=scope_of(target),
+                     summary=f"circuit breaker reset on {target.name}", before=before, after={"breaker_tripped": False, "comment": comment})
+    return target
+
+
+def change_freeze_create(*, actor: Any, label: str, starts_at, ends_at, reason: str) -> ChangeFreeze:
+    require(actor, "admin")
+    if ends_at <= starts_at:
+        raise HealingError("a change freeze must end after it starts")
+    if not reason.strip():
+        raise HealingError("a change freeze needs a reason")
+    with audited_transaction():
+        freeze = ChangeFreeze.objects.create(label=label, starts_at=starts_at, ends_at=ends_at, reason=reason, created_by=actor)
+        audit_append(actor=actor, action=Action.FREEZE_CREATED, object_type="freeze", object_id=freeze.pk,
+                     summary=f"change freeze on {label} from {starts_at:%Y-%m-%d %H:%M} to {ends_at:%Y-%m-%d %H:%M}",
+                     after={"label": label, "starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat(), "reason": reason})
+    return freeze
+
+
+def repair_break_glass(*, actor: Any, repair_id: int, justification: str) -> Repair:
+    """Emergency change: an admin runs a repair now, past a freeze and without the usual approvals.
+    Demands a justification, flags the change as an emergency and opens a retroactive review."""
+    require(actor, "break_glass")
+    if len(justification.strip()) < 10:
+        raise HealingError("break-glass needs a justification of at least 10 characters saying why this cannot wait")
+    with audited_transaction():
+        repair = Repair.objects.select_for_update().select_related("target").get(pk=repair_id)
+        if repair.status not in {RepairStatus.AWAITING_APPROVAL, RepairStatus.APPROVED}:
+            raise HealingError(f"repair #{repair.pk} is {repair.get_status_display().lower()}; break-glass applies to a repair waiting to run")
+        now = timezone.now()
+        due = now + timedelta(hours=float(_conf("REVIEW_DUE_HOURS")))
+        if not repair.approvals.filter(user=actor).exists():
+            Approval.objects.create(repair=repair, decision=ApprovalDecision.APPROVE, user=actor, plan_hash=repair.plan_hash,
+                                    comment=f"BREAK-GLASS: {justification}", created_at=now, expires_at=now + approval_ttl())
+        review = RetroactiveReview.objects.create(repair=repair, justification=justification, opened_by=actor, opened_at=now, due_at=due)
+        _set_repair_status(repair, RepairStatus.APPROVED, actor=actor, action=Action.REPAIR_BREAK_GLASS,
+                           summary=f"emergency change by {actor.get_username()}: {justification[:120]}",
+                           after={"justification": justification, "plan_hash": repair.plan_hash, "review": review.pk, "review_due": due.isoformat()},
+                           emergency=True, approved_at=now, approvals_required=1, gate_reason="break-glass (emergency change)")
+        audit_append(actor=actor, action=Action.REVIEW_OPENED, object_type="review", object_id=review.pk, scope=scope_of(repair.target_id),
+                     summary=f"retroactive review of repair #{repair.pk} due {due:%Y-%m-%d %H:%M}", after={"repair": repair.pk, "due_at": due.isoformat()})
+        _enqueue_execute(repair.pk)
+    return repair
+
+
+def review_sign_off(*, actor: Any, review_id: int, comment: str) -> RetroactiveReview:
+    require(actor, "approve")
+    if not comment.strip():
+        raise HealingError("a review sign-off needs a comment")
+    with audited_transaction():
+        review = RetroactiveReview.objects.select_for_update().select_related("repair").get(pk=review_id)
+        if review.signed_off_at:
+            raise HealingError(f"review #{review.pk} was already signed off by {review.signed_off_by}")
+        if review.opened_by_id == actor.pk:
+            raise HealingError("you broke the glass on this repair, so someone else must review it (separation of duties)")
+        now = timezone.now()
+        review.signed_off_by, review.signed_off_at, review.comment = actor, now, comment
+        review.save(update_fields=["signed_off_by", "signed_off_at", "comment"])
+        audit_append(actor=actor, action=Action.REVIEW_SIGNED_OFF, object_type="review", object_id=review.pk, scope=scope_of(review.repair.target_id),
+                     summary=f"retroactive review of repair #{review.repair_id} signed off" + (" (late)" if now > review.due_at else ""),
+                     after={"repair": review.repair_id, "comment": comment, "late": now > review.due_at})
+    return review
+
+
+def repair_retry(*, actor: Any, repair_id: int) -> Repair:
+    """Plan the repair again from its issue's current subjects, requested by `actor` (so it cannot self-approve)."""
+    require(actor, "operate")
+    old = Repair.objects.select_related("target", "issue").get(pk=repair_id)
+    if old.status not in {RepairStatus.FAILED, RepairStatus.ROLLED_BACK, RepairStatus.EXPIRED, RepairStatus.REJECTED, RepairStatus.SUPERSEDED}:
+        raise HealingError(f"repair #{old.pk} is {old.get_status_display().lower()}; only a finished repair that did not succeed can be retried")
+    if old.issue is None or old.issue.status == IssueStatus.RESOLVED:
+        raise HealingError("the issue this repair was for is resolved: there is nothing to retry")
+    if Repair.objects.filter(issue=old.issue, status__in=OPEN_REPAIR_STATUSES).exists():
+        raise HealingError("a repair for this issue is already waiting or running")
+    subjects = [row["subject"] for row in issue_subjects(old.issue)]
+    new = repair_plan(target=old.target, issue=old.issue, subjects=subjects, actor=actor)
+    if new is None:
+        raise HealingError("nothing left to repair: the subjects are gone")
+    with audited_transaction():
+        audit_append(actor=actor, action=Action.REPAIR_RETRIED, object_type="repair", object_id=new.pk, scope=scope_of(old.target_id),
+                     summary=f"retry of repair #{old.pk} as #{new.pk}", after={"previous": old.pk})
+    return new
+
+
+def _expire(repair: Repair) -> bool:
+    with audited_transaction():
+        if not Repair.objects.filter(pk=repair.pk, status=RepairStatus.APPROVED).update(status=RepairStatus.EXPIRED, finished_at=timezone.now()):
+            return False
+        repair.refresh_from_db()
+        audit_append(actor=Actor.system("scheduler"), action=Action.REPAIR_EXPIRED, object_type="repair", object_id=repair.pk,
+                     scope=scope_of(repair.target_id), summary="approval expired before the repair could run; it will not run",
+                     before={"status": RepairStatus.APPROVED}, after={"status": RepairStatus.EXPIRED, "approved_at": repair.approved_at.isoformat()})
+    return True
+
+
+def approvals_sweep() -> dict[str, int]:
+    """Expire approved repairs whose approval lapsed; warn about partial approvals about to lapse."""
+    now = timezone.now()
+    expired = sum(_expire(r) for r in Repair.objects.filter(status=RepairStatus.APPROVED, emergency=False, approved_at__lt=now - approval_ttl()))
+    warned = 0
+    soon = now + timedelta(seconds=int(_conf("APPROVAL_EXPIRY_WARNING_SECONDS")))
+    for approval in Approval.objects.filter(repair__status=RepairStatus.AWAITING_APPROVAL, user__isnull=False, expiry_notified=False,
+                                            expires_at__lte=soon, expires_at__gt=now).select_related("repair__target", "user"):
+        with audited_transaction():
+            if Approval.objects.filter(pk=approval.pk, expiry_notified=False).update(expiry_notified=True):
+                notify(event=NotificationEvent.APPROVAL_EXPIRING, target=approval.repair.target,
+                       text=f"{approval.user}'s approval of repair #{approval.repair_id} expires at {approval.expires_at:%H:%M} UTC; "
+                            f"it still needs {approval.repair.approvals_required} approver(s).",
+                       payload={"repair": approval.repair_id})
+                warned += 1
+    return {"expired": expired, "warned": warned}
+
+
+def repair_recover(*, repair_id: int) -> Repair | None:
+    """Finish an interrupted repair (its worker died mid-way) by rolling it back from its journal.
+    Runs only when the target's lease no longer belongs to a live claim."""
+    repair = Repair.objects.select_related("target").get(pk=repair_id)
+    if repair.status != RepairStatus.RUNNING or not repair.workdir:
+        return None
+    owner = f"recover:{repair.pk}:{uuid.uuid4().hex}"
+    if not target_lease_acquire(target_id=repair.target_id, owner=owner):
+        return None  # the claim's lease is still live: the worker may be working
+    try:
+        with audited_transaction():
+            if not Repair.objects.filter(pk=repair.pk, status=RepairStatus.RUNNING, claim_token=repair.claim_token).update(claim_token=owner[-32:]):
+                return None
+        rolled = _safe_rollback(backend_for(target_config(repair.target)), Path(repair.workdir))
+        with audited_transaction():
+            repair.refresh_from_db()
+            _set_repair_status(repair, RepairStatus.ROLLED_BACK, actor=Actor.system("recovery"), action=Action.REPAIR_ROLLED_BACK,
+                               summary="interrupted (the worker was lost mid-repair); rolled back from its journal",
+                               after={"rollback": rolled}, finished_at=timezone.now(),
+                               error="interrupted: the worker stopped mid-repair; rolled back from the journal")
+            _after_failure(repair, repair.target)
+        return repair
+    finally:
+        target_lease_release(target_id=repair.target_id, owner=owner)
+
+
+def interrupted_repairs() -> list[int]:
+    """Running repairs whose target lease has lapsed: their worker is gone."""
+    now = timezone.now()
+    return list(Repair.objects.filter(status=RepairStatus.RUNNING).filter(
+        Q(target__lease_until__isnull=True) | Q(target__lease_until__lt=now)).values_list("pk", flat=True)[:20])
 
 
 # ------------------------------------------------------------------------------------------- pass

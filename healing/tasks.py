@@ -32,9 +32,12 @@ def dispatch_due_checks() -> int:
         if claimed:
             run_target_pass.delay(target_id, "schedule")
             dispatched += 1
+    services.approvals_sweep()
     stuck = Repair.objects.filter(status=RepairStatus.APPROVED, approved_at__lt=now - timedelta(seconds=60)).values_list("pk", flat=True)[:50]
     for repair_id in stuck:
         execute_repair.delay(repair_id)
+    for repair_id in services.interrupted_repairs():
+        recover_repair.delay(repair_id)
     return dispatched
 
 
@@ -60,3 +63,19 @@ def execute_repair(self, repair_id: int) -> str:
 
 def enqueue_pass(target_id: int, trigger: str = "manual") -> None:
     transaction.on_commit(lambda: run_target_pass.delay(target_id, trigger))
+
+
+@shared_task(name="healing.tasks.recover_repair", ignore_result=True)
+def recover_repair(repair_id: int) -> str:
+    with audit_context(request_id=f"task-recover-{repair_id}"):
+        repair = services.repair_recover(repair_id=repair_id)
+    return "recovered" if repair else "not_needed"
+
+
+@shared_task(name="healing.tasks.deliver_notification", bind=True, ignore_result=True, max_retries=5)
+def deliver_notification(self, notification_id: int) -> str:
+    from healing.notify import deliver
+
+    if not deliver(notification_id):
+        raise self.retry(countdown=30)
+    return "delivered"

@@ -102,7 +102,7 @@ def test_refusals_read_clearly(store, make_target, approver, viewer):
     target = make_target(store)
     services.target_pass(target_id=target.pk)
     repair = Repair.objects.get()
-    with pytest.raises(services.HealingError, match="not allowed to approve"):
+    with pytest.raises(services.AccessDenied, match="approver role is required"):
         services.repair_approve(actor=viewer, repair_id=repair.pk)
     with pytest.raises(services.HealingError, match="needs a comment"):
         services.repair_reject(actor=approver, repair_id=repair.pk, comment=" ")

@@ -15,6 +15,11 @@ urlpatterns = [
     path("repairs/<int:pk>/approve/", views.repair_approve, name="repair_approve"),
     path("repairs/<int:pk>/reject/", views.repair_reject, name="repair_reject"),
     path("repairs/<int:pk>/rollback/", views.repair_rollback, name="repair_rollback"),
+    path("repairs/<int:pk>/retry/", views.repair_retry, name="repair_retry"),
+    path("repairs/<int:pk>/break-glass/", views.repair_break_glass, name="repair_break_glass"),
+    path("targets/<slug:name>/reset-breaker/", views.target_reset_breaker, name="target_reset_breaker"),
+    path("reviews/", views.reviews, name="reviews"),
+    path("reviews/<int:pk>/sign-off/", views.review_sign_off, name="review_sign_off"),
     path("checks/", views.catalogue, name="catalogue"),
     path("assets/plotly.min.js", views.plotly_js, name="plotly_js"),
 ]

@@ -17,40 +17,49 @@ from tests.aicache_client import CoreCache
 ANSWER = "A careful, complete answer about {topic}, with an example and a caveat."
 
 
-def _user(username: str, *perms: str, superuser: bool = False):
+def _user(username: str, *roles: str, superuser: bool = False):
+    """A persona: a user in one or more role groups (created by the roles migration)."""
+    from django.contrib.auth.models import Group
+
+    from healing.roles import ensure_roles
+
+    ensure_roles(Group, Permission)
     User = get_user_model()
     if superuser:
         return User.objects.create_superuser(username, f"{username}@example.test", "pw-" + username)
     user = User.objects.create_user(username, f"{username}@example.test", "pw-" + username)
-    for perm in perms:
-        app, codename = perm.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
+    user.groups.set(Group.objects.filter(name__in=roles))
     return get_user_model().objects.get(pk=user.pk)  # fresh: no stale permission cache
 
 
 @pytest.fixture
 def operator(db):
-    return _user("olga", "healing.request_repair")
+    return _user("olga", "operator")
 
 
 @pytest.fixture
 def approver(db):
-    return _user("anna", "healing.approve_repair", "healing.request_repair")
+    return _user("anna", "approver", "operator")
 
 
 @pytest.fixture
 def second_approver(db):
-    return _user("bert", "healing.approve_repair")
+    return _user("bert", "approver")
 
 
 @pytest.fixture
 def viewer(db):
-    return _user("vera")
+    return _user("vera", "viewer")
 
 
 @pytest.fixture
 def admin_user(db):
-    return _user("root-admin", superuser=True)
+    return _user("adam", "admin")
+
+
+@pytest.fixture
+def second_admin(db):
+    return _user("alma", "admin")
 
 
 def fill_store(root: Path, count: int = 30, *, start: int = 0) -> CoreCache:

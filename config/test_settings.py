@@ -23,3 +23,5 @@ TEST_VAR_DIR = Path(VAR_DIR)
 # a file, not memory: the real Celery worker of the integration tests opens the same database
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {"NAME": str(TEST_VAR_DIR / "test-db.sqlite3")}
+(TEST_VAR_DIR / "static").mkdir(parents=True, exist_ok=True)
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -172,6 +172,13 @@ def issue_detail(request: Request, pk: int) -> Response:
     return Response(IssueSerializer(get_object_or_404(Issue.objects.select_related("target"), pk=pk)).data)
 
 
+@extend_schema(request=None, responses=RepairSerializer)
+@api_view(["POST"])
+def issue_request_repair(request: Request, pk: int) -> Response:
+    get_object_or_404(Issue, pk=pk)
+    return _act(services.repair_request, actor=request.user, issue_id=pk)
+
+
 @extend_schema(responses=RepairSerializer(many=True))
 @api_view(["GET"])
 def repairs(request: Request) -> Response:

@@ -12,6 +12,7 @@ urlpatterns = [
     path("targets/<slug:name>/reset-breaker/", api.target_reset_breaker),
     path("issues/", api.issues),
     path("issues/<int:pk>/", api.issue_detail),
+    path("issues/<int:pk>/repair/", api.issue_request_repair),
     path("repairs/", api.repairs),
     path("repairs/<int:pk>/", api.repair_detail),
     path("repairs/<int:pk>/approve/", api.repair_approve),

@@ -11,6 +11,7 @@ urlpatterns = [
     path("targets/<slug:name>/clear-storm/", views.target_clear_storm, name="target_clear_storm"),
     path("issues/<int:pk>/", views.issue_detail, name="issue"),
     path("issues/<int:pk>/subjects.jsonl", views.issue_subjects, name="issue_subjects"),
+    path("issues/<int:pk>/repair/", views.issue_request_repair, name="issue_request_repair"),
     path("repairs/<int:pk>/", views.repair_detail, name="repair"),
     path("repairs/<int:pk>/approve/", views.repair_approve, name="repair_approve"),
     path("repairs/<int:pk>/reject/", views.repair_reject, name="repair_reject"),

@@ -81,7 +81,20 @@ def issue_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "repair_spec": spec.repair_spec if spec else None,
         "diagnoses": issue.diagnoses.filter(active=True),
         "repairs": issue.repairs.order_by("-created_at"),
+        "can_operate": can(request.user, "operate"),
     })
+
+
+@viewer_required
+@require_POST
+def issue_request_repair(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        repair = services.repair_request(actor=request.user, issue_id=pk)
+        messages.success(request, f"Repair #{repair.pk} planned: {repair.get_status_display().lower()}.")
+        return redirect("dashboard:repair", pk=repair.pk)
+    except (services.HealingError, AccessDenied) as exc:
+        messages.error(request, str(exc))
+    return redirect("dashboard:issue", pk=pk)
 
 
 @viewer_required

@@ -993,6 +993,25 @@ def repair_retry(*, actor: Any, repair_id: int) -> Repair:
     return new
 
 
+def repair_request(*, actor: Any, issue_id: int) -> Repair:
+    """An operator asks for a repair of an issue: planned now, requested by them (so they cannot approve it)."""
+    require(actor, "operate")
+    issue = Issue.objects.select_related("target").get(pk=issue_id)
+    if issue.status == IssueStatus.RESOLVED:
+        raise HealingError(f"issue #{issue.pk} is resolved: there is nothing to repair")
+    if CHECKS[issue.code].repair is None:
+        raise HealingError(f"{issue.code} has no automatic repair: it is for a person to act on")
+    if Repair.objects.filter(issue=issue, status__in=OPEN_REPAIR_STATUSES).exists():
+        raise HealingError("a repair for this issue is already waiting or running")
+    try:
+        repair = repair_plan(target=issue.target, issue=issue, subjects=[row["subject"] for row in issue_subjects(issue)], actor=actor)
+    except BackendError as exc:
+        raise HealingError(str(exc)) from exc
+    if repair is None:
+        raise HealingError("nothing to repair: the subjects are gone")
+    return repair
+
+
 def _expire(repair: Repair) -> bool:
     with audited_transaction():
         if not Repair.objects.filter(pk=repair.pk, status=RepairStatus.APPROVED).update(status=RepairStatus.EXPIRED, finished_at=timezone.now()):

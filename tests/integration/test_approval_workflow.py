@@ -80,6 +80,9 @@ def test_an_expired_approval_never_runs(corrupt_repair, approver, client):
     again = api(approver).post(f"/api/repairs/{corrupt_repair.pk}/approve/", {}, format="json")
     assert again.status_code == 409 and again.data["detail"] == f"repair #{corrupt_repair.pk} is expired; only a repair awaiting approval can be approved"
     assert AuditEvent.objects.filter(action="repair.expired", object_id=str(corrupt_repair.pk)).count() == 1
+    client.force_login(approver)
+    page = client.post(f"/repairs/{corrupt_repair.pk}/approve/", {"comment": "again"}, follow=True).content.decode()
+    assert f"repair #{corrupt_repair.pk} is expired; only a repair awaiting approval can be approved" in page
 
 
 def test_a_freeze_blocks_approval_and_break_glass_opens_a_review(corrupt_repair, approver, admin_user, second_admin, client, store):
@@ -155,6 +158,29 @@ def test_a_drifted_subject_is_skipped_and_said_so(corrupt_repair, approver, stor
     assert detail["error"] == "" and "changed since the plan was approved" in json.dumps(Repair.objects.get(pk=corrupt_repair.pk).result)
 
 
+def test_the_drift_and_the_breaker_read_on_the_pages(corrupt_repair, approver, store, client):
+    test_a_drifted_subject_is_skipped_and_said_so(corrupt_repair, approver, store)
+    client.force_login(approver)
+    assert "changed since the plan was approved" in client.get(f"/repairs/{corrupt_repair.pk}/").content.decode()
+
+
+def test_critical_changes_need_two_distinct_approvers(store, make_target, approver, second_approver):
+    from healing.models import RepairPolicy
+
+    RepairPolicy.objects.create(name="secrets: two approvers", order=1, match_checks=["ai.secret_leak"], decision="approvers", approvers_required=2)
+    INJECTORS["ai.secret_leak"](store)
+    target = make_target(store)
+    services.target_pass(target_id=target.pk)
+    repair = Repair.objects.get(code="ai.secret_leak")
+    assert repair.approvals_required == 2 and repair.policy.name == "secrets: two approvers" and repair.policy_version == 1
+    first = api(approver).post(f"/api/repairs/{repair.pk}/approve/", {"comment": "one"}, format="json")
+    assert first.status_code == 200 and first.data["status"] == "awaiting_approval"
+    twice = api(approver).post(f"/api/repairs/{repair.pk}/approve/", {"comment": "one again"}, format="json")
+    assert twice.status_code == 409 and twice.data["detail"] == "you have already approved this repair; it needs a different approver"
+    second = api(second_approver).post(f"/api/repairs/{repair.pk}/approve/", {"comment": "two"}, format="json")
+    assert second.data["status"] == "approved" and {a["user"] for a in second.data["approvals"]} == {"anna", "bert"}
+
+
 class _Hook(BaseHTTPRequestHandler):
     received: list[dict] = []
 
@@ -188,3 +214,28 @@ def test_notifications_reach_webhook_and_mail_and_a_dead_webhook_blocks_nothing(
     finally:
         server.shutdown()
     assert read_index(store)  # the store is untouched by all this
+
+
+def test_an_admin_edit_of_a_policy_is_versioned_audited_and_used(client, store, make_target, approver):
+    from django.contrib.auth import get_user_model
+
+    from healing.models import RepairPolicy
+
+    root = get_user_model().objects.create_superuser("root", "root@example.test", "pw")
+    client.force_login(root)
+    policy = RepairPolicy.objects.get(name="medium risk: one approver")
+    form = {"name": policy.name, "order": policy.order, "enabled": "on", "match_labels": "[]", "match_checks": "[]", "match_actions": "[]",
+            "match_risks": '["medium"]', "max_blast_entries": "", "max_blast_bytes": "", "decision": "approvers", "approvers_required": "2"}
+    response = client.post(f"/admin/healing/repairpolicy/{policy.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:500]
+    policy.refresh_from_db()
+    assert policy.version == 2 and policy.approvers_required == 2
+    event = AuditEvent.objects.get(action="policy.updated")
+    assert event.actor_label == "root" and event.after["version"] == 2
+    INJECTORS["fs.entry_corrupt"](store)
+    target = make_target(store)
+    services.target_pass(target_id=target.pk)
+    repair = Repair.objects.get(code="fs.entry_corrupt")
+    assert (repair.policy_id, repair.policy_version, repair.approvals_required) == (policy.pk, 2, 2)
+    gated = AuditEvent.objects.get(action="repair.gated", object_id=str(repair.pk))
+    assert gated.actor_kind == "policy" and gated.actor_version == 2

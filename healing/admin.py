@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from compliance.actions import Action
 from compliance.services import audit_append, audited_transaction
-from healing.models import CacheTarget, RepairPolicy
+from healing.models import CacheTarget, ChangeFreeze, NotificationRoute, RepairPolicy
 
 
 @admin.register(CacheTarget)
@@ -47,3 +47,34 @@ class RepairPolicyAdmin(admin.ModelAdmin):
             pk = obj.pk
             super().delete_model(request, obj)
             audit_append(actor=request.user, action=Action.POLICY_DELETED, object_type="policy", object_id=pk, summary=f"policy {obj.name} deleted")
+
+
+@admin.register(ChangeFreeze)
+class ChangeFreezeAdmin(admin.ModelAdmin):
+    list_display = ("label", "starts_at", "ends_at", "reason", "created_by")
+    readonly_fields = ("created_by",)
+
+    def save_model(self, request, obj, form, change):
+        with audited_transaction():
+            obj.created_by = obj.created_by or request.user
+            super().save_model(request, obj, form, change)
+            audit_append(actor=request.user, action=Action.FREEZE_CREATED, object_type="freeze", object_id=obj.pk,
+                         summary=f"change freeze on {obj.label} {'changed' if change else 'created'} in admin",
+                         after={"label": obj.label, "starts_at": obj.starts_at.isoformat(), "ends_at": obj.ends_at.isoformat(), "reason": obj.reason})
+
+    def delete_model(self, request, obj):
+        with audited_transaction():
+            pk = obj.pk
+            super().delete_model(request, obj)
+            audit_append(actor=request.user, action=Action.FREEZE_ENDED, object_type="freeze", object_id=pk, summary=f"change freeze on {obj.label} deleted")
+
+
+@admin.register(NotificationRoute)
+class NotificationRouteAdmin(admin.ModelAdmin):
+    list_display = ("label", "emails", "webhook_url", "events", "enabled")
+
+    def save_model(self, request, obj, form, change):
+        with audited_transaction():
+            super().save_model(request, obj, form, change)
+            audit_append(actor=request.user, action=Action.TARGET_UPDATED, object_type="notification_route", object_id=obj.pk,
+                         summary=f"notification route for {obj.label} saved", after={"changed": form.changed_data})

@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 
 from compliance.models import AuditEvent
 from healing import services
-from healing.models import ChangeFreeze, Notification, NotificationRoute, Repair, RetroactiveReview
+from healing.models import Notification, NotificationRoute, Repair, RetroactiveReview
 from healing.notify import deliver
 from tests.conftest import read_index
 from tests.failure_injection.faults import INJECTORS

@@ -4,8 +4,8 @@ never execute a repair twice. Real concurrent database connections (threads), on
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import threading
 from collections import Counter
 

@@ -44,5 +44,6 @@ class Action(models.TextChoices):
     POLICY_UPDATED = "policy.updated"
     POLICY_DELETED = "policy.deleted"
     QUARANTINE_PURGED = "quarantine.purged"
+    REPORT_GENERATED = "report.generated"
     USER_SIGNED_IN = "user.signed_in"
     USER_CREATED = "user.created"

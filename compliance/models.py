@@ -56,3 +56,33 @@ class ChainHead(models.Model):
 
     seq = models.BigIntegerField(default=0)
     hash = models.CharField(max_length=64, default="0" * 64)
+
+
+class Checkpoint(models.Model):
+    """A signed statement of the chain head: (sequence, hash, time), Ed25519. A copy of each lives
+    outside the database, so that truncating or rewriting the table cannot hide."""
+
+    seq = models.BigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+    at = models.DateTimeField()
+    key_id = models.CharField(max_length=32)
+    signature = models.CharField(max_length=128)
+
+    class Meta:
+        ordering = ["-seq"]
+
+
+class ComplianceReport(models.Model):
+    """An exported report: its scope, and each file with its digest and detached signature."""
+
+    title = models.CharField(max_length=200)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    targets = models.JSONField(default=list)
+    created_at = models.DateTimeField()
+    created_by = models.CharField(max_length=150)
+    files = models.JSONField(default=dict, help_text="format -> {path, sha256, signature_path}")
+    summary = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -17,6 +17,11 @@ def _schedule(sender: Celery, **_: object) -> None:
         sender.signature("healing.tasks.dispatch_due_checks"),
         name="dispatch due checks",
     )
+    sender.add_periodic_task(
+        settings.COMPLIANCE["CHECKPOINT_EVERY_SECONDS"],
+        sender.signature("compliance.tasks.take_checkpoint"),
+        name="sign a checkpoint of the audit chain",
+    )
 
 
 def ensure_broker_dirs() -> None:

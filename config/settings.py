@@ -199,6 +199,15 @@ EMAIL_USE_TLS = env_bool("HEALING_EMAIL_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("HEALING_EMAIL_FROM", "aicache-healing@localhost")
 EMAIL_TIMEOUT = 10
 
+COMPLIANCE = {
+    # Ed25519 key: generated here on first start unless supplied; keep a copy of its public half off this machine
+    "SIGNING_KEY": env_path("HEALING_SIGNING_KEY", VAR_DIR / "keys" / "audit-ed25519.pem"),
+    # a copy of every checkpoint outside the database, so that truncation and wholesale rewrites show
+    "CHECKPOINT_DIR": env_path("HEALING_CHECKPOINT_DIR", VAR_DIR / "checkpoints"),
+    "CHECKPOINT_EVERY_SECONDS": env_float("HEALING_CHECKPOINT_EVERY_SECONDS", 60.0),
+    "REPORT_DIR": env_path("HEALING_REPORT_DIR", VAR_DIR / "reports"),
+}
+
 LOG_FORMAT = env_str("HEALING_LOG_FORMAT", "json")
 LOGGING = {
     "version": 1,

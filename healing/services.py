@@ -649,7 +649,7 @@ def repair_plan(*, target: CacheTarget, issue: Issue, subjects: list[str], actor
             blast_entries=draft.blast_entries, blast_bytes=draft.blast_bytes,
             requested_by=actor if getattr(actor, "is_authenticated", False) else None, created_at=timezone.now(),
         )
-        audit_append(actor=actor, action=Action.REPAIR_PLANNED, object_type="repair", object_id=repair.pk, scope=scope_of(target),
+        audit_append(actor=actor or Actor.system("planner"), action=Action.REPAIR_PLANNED, object_type="repair", object_id=repair.pk, scope=scope_of(target),
                      summary=f"{draft.action} planned for {issue.code}: {draft.blast_entries} entr(ies), {draft.blast_bytes} bytes",
                      after={"issue": issue.pk, "code": issue.code, "action": draft.action, "risk": draft.risk, "plan_hash": repair.plan_hash,
                             "blast_entries": draft.blast_entries, "blast_bytes": draft.blast_bytes,

@@ -1,0 +1,32 @@
+from django.db import migrations
+
+CREATE = """
+CREATE OR REPLACE FUNCTION compliance_auditevent_append_only() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION 'audit events are append-only: % refused on compliance_auditevent', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS compliance_auditevent_append_only ON compliance_auditevent;
+CREATE TRIGGER compliance_auditevent_append_only BEFORE UPDATE OR DELETE ON compliance_auditevent
+    FOR EACH ROW EXECUTE FUNCTION compliance_auditevent_append_only();
+"""
+DROP = """
+DROP TRIGGER IF EXISTS compliance_auditevent_append_only ON compliance_auditevent;
+DROP FUNCTION IF EXISTS compliance_auditevent_append_only();
+"""
+
+
+def forward(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(CREATE)
+
+
+def backward(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(DROP)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("compliance", "0004_checkpoints_reports")]
+    operations = [migrations.RunPython(forward, backward)]

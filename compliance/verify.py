@@ -110,19 +110,22 @@ def _judge(row: dict, following: dict | None, expected: int, prev: str, mac_of) 
     intact = mac_of(row) == row["hash"]
     if intact and row["prev_hash"] == prev:
         return None
+    if intact:
+        return Break(seq, "reorder", f"event #{seq} does not link to #{seq - 1}: events were moved")
+    if mac_of(row, seq=seq + 1) == row["hash"]:
+        # the genuine next event sits here: either the two were swapped, or #seq was deleted and the rest renumbered
+        if following is not None and mac_of(following, seq=seq) == following["hash"]:
+            return Break(seq, "reorder", f"events #{seq} and #{seq + 1} were swapped")
+        return Break(seq, "deletion", f"event #{seq} was deleted and the later events renumbered (genuine #{seq + 1} now sits at #{seq})")
     # an inserted event shifts the rest up by one: the next one is genuine as #seq and links to our predecessor
     if following is not None and following["prev_hash"] == prev and mac_of(following, seq=following["seq"] - 1) == following["hash"]:
         return Break(seq, "insertion", f"event #{seq} was inserted: it is not part of the chain (the next event is the genuine #{seq})")
-    if not intact and row["prev_hash"] == prev:
+    if row["prev_hash"] == prev:
         return Break(seq, "edit", f"event #{seq} was changed after it was written (its hash no longer matches its content)")
-    if mac_of(row, seq=seq + 1) == row["hash"]:
-        return Break(seq, "deletion", f"event #{seq} was deleted and the later events renumbered (genuine #{seq + 1} now sits at #{seq})")
     for offset in range(1, REORDER_WINDOW):
         for candidate in (seq + offset, seq - offset):
             if candidate > 0 and mac_of(row, seq=candidate) == row["hash"]:
                 return Break(seq, "reorder", f"events were reordered: genuine #{candidate} sits at #{seq}")
-    if intact:
-        return Break(seq, "reorder", f"event #{seq} does not link to #{seq - 1}: events were moved")
     return Break(seq, "edit", f"event #{seq} matches no genuine event: it was forged or rewritten without the chain key")
 
 

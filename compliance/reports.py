@@ -102,6 +102,8 @@ def build_report(*, start: datetime, end: datetime, targets: list[str] | None = 
                                         ("break-glass" if event.action == Action.REPAIR_BREAK_GLASS else "approver role")})
             if event.actor_kind == "policy":
                 policies[(event.actor_label, event.actor_version)] = {"policy": event.actor_label.removeprefix("policy:"), "version": event.actor_version}
+                change["gate"] = change["gate"] or {"at": _t(event), "decision": "approved", "reason": event.summary, "authority": _who(event),
+                                                    "approvals_required": 0}
             if event.action == Action.REPAIR_BREAK_GLASS:
                 change["emergency"] = {"at": _t(event), "by": event.actor_label, "justification": after.get("justification"), "review_due": after.get("review_due")}
         elif event.action == Action.REPAIR_REJECTED:

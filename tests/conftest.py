@@ -117,3 +117,9 @@ def _default_policies(request):
     from healing.policies import ensure_default_policies
 
     ensure_default_policies(RepairPolicy)
+
+
+@pytest.fixture(autouse=True)
+def _own_checkpoint_dir(settings, tmp_path):
+    """Each test's database starts empty, so each gets its own directory of checkpoint copies."""
+    settings.COMPLIANCE = {**settings.COMPLIANCE, "CHECKPOINT_DIR": tmp_path / "checkpoints", "REPORT_DIR": tmp_path / "reports"}

@@ -5,7 +5,6 @@ with write access to the database but not to the key cannot recompute a consiste
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -73,7 +72,8 @@ def chain_key() -> bytes:
 
 
 def mac(key: bytes, data: bytes) -> str:
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+    """Keyed BLAKE2b: a real MAC, and several times cheaper per call than HMAC-SHA256."""
+    return hashlib.blake2b(data, key=key, digest_size=32).hexdigest()
 
 
 def sign(data: bytes) -> str:

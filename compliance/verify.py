@@ -63,10 +63,15 @@ def _with_next(rows: Iterable[dict]) -> Iterator[tuple[dict, dict | None]]:
         current = following
 
 
-def verify_chain(rows: Iterable[dict], *, mac_of, checkpoints: list[dict], public_key: Ed25519PublicKey, statement_of) -> VerifyResult:
+def verify_chain(rows: Iterable[dict], *, mac_of, checkpoints: list[dict], public_key: Ed25519PublicKey, statement_of,
+                 start: int = 1, prev: str | None = GENESIS, end: int | None = None) -> VerifyResult:
     """`rows` in ascending seq order; `mac_of(row, seq=None)` the keyed hash of a row (optionally as if
     it had another seq); `checkpoints` dicts with seq, hash, at, signature (from the database and from
-    the files outside it); `statement_of(seq, hash, at)` the signed bytes of a checkpoint."""
+    the files outside it); `statement_of(seq, hash, at)` the signed bytes of a checkpoint.
+
+    A segment of a longer chain is verified with `start` (its first seq), `prev` (the stored hash
+    before it, or None to take the first link on trust: the segment before checks it) and `end` (its
+    last seq: events missing at its tail are a deletion there, not a truncation)."""
     result = VerifyResult()
     good: dict[int, dict] = {}
     for cp in sorted(checkpoints, key=lambda c: c["seq"]):
@@ -80,23 +85,30 @@ def verify_chain(rows: Iterable[dict], *, mac_of, checkpoints: list[dict], publi
     result.checkpoints = len(good)
     result.latest_checkpoint = max(good) if good else None
 
-    expected, prev = 1, GENESIS
+    expected = start
     for row, following in _with_next(rows):
+        if prev is None:
+            prev = row["prev_hash"]
         seq = row["seq"]
         if seq > expected:
             result.first_break = Break(expected, "deletion", f"events #{expected}..#{seq - 1} are missing (the next event found is #{seq})")
             return result
-        broken = _judge(row, following, expected, prev, mac_of)
-        if broken:
-            result.first_break = broken
-            return result
+        if not (row["prev_hash"] == prev and mac_of(row) == row["hash"]):  # the fast path: intact and linked
+            broken = _judge(row, following, expected, prev, mac_of)
+            if broken:
+                result.first_break = broken
+                return result
         if seq in good and good[seq]["hash"] != row["hash"]:
             result.first_break = Break(seq, "rewrite", f"event #{seq} hashes consistently but differs from the checkpoint signed at {good[seq]['at']}: "
                                        "the chain was recomputed with the chain key")
             return result
         prev, expected = row["hash"], seq + 1
         result.events += 1
-    result.last_seq, result.last_hash = expected - 1, prev
+    result.last_seq, result.last_hash = expected - 1, prev or GENESIS
+    if end is not None:
+        if result.last_seq < end:
+            result.first_break = Break(result.last_seq + 1, "deletion", f"events #{result.last_seq + 1}..#{end} are missing")
+        return result
     later = [s for s in good if s > result.last_seq]
     if later:
         cp = good[min(later)]

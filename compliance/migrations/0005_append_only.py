@@ -17,14 +17,18 @@ DROP FUNCTION IF EXISTS compliance_auditevent_append_only();
 """
 
 
-def forward(apps, schema_editor):
+def _run(schema_editor, sql: str) -> None:
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(CREATE)
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(sql)  # no parameters: the '%' in the message is PL/pgSQL's, not a placeholder
+
+
+def forward(apps, schema_editor):
+    _run(schema_editor, CREATE)
 
 
 def backward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP)
+    _run(schema_editor, DROP)
 
 
 class Migration(migrations.Migration):

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from config.forking import PartFailed, run_parts
 from healing.backends.base import (
     ApplyResult,
     BackendError,
@@ -1067,48 +1068,10 @@ class AicacheFsBackend:
 
 
 def _run_parts(fn, jobs: list[tuple]) -> list[dict[str, Any]]:
-    """Run `fn(*job)` for each job: the first here, the others in forked children (os.fork, not
-    multiprocessing: Celery's pool processes may not start multiprocessing children). Results come
-    back marshalled through a pipe; a child that fails makes the whole check fail with its reason."""
-    children = []
-    for job in jobs[1:]:
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            os.close(read_end)
-            try:
-                payload = marshal.dumps(("ok", fn(*job)))
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent
-                payload = marshal.dumps(("error", f"{exc.__class__.__name__}: {exc}"))
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(write_end, view):]
-            os._exit(0)
-        os.close(write_end)
-        children.append((pid, read_end))
-    results: list[dict[str, Any]] = []
-    failure = None
     try:
-        results.append(fn(*jobs[0]))
-    except BaseException as exc:
-        failure = exc
-    for pid, read_end in children:
-        chunks = []
-        while chunk := os.read(read_end, 1 << 20):
-            chunks.append(chunk)
-        os.close(read_end)
-        os.waitpid(pid, 0)
-        try:
-            status, payload = marshal.loads(b"".join(chunks))
-        except (EOFError, ValueError, TypeError):
-            status, payload = "error", "the scan process died"
-        if status != "ok":
-            failure = failure or BackendError(f"a scan process failed: {payload}")
-        else:
-            results.append(payload)
-    if failure is not None:
-        raise failure
-    return results
+        return run_parts(fn, jobs)
+    except PartFailed as exc:
+        raise BackendError(f"a scan process failed: {exc}") from exc
 
 
 def _read_fd(fd: int) -> bytes:

@@ -10,8 +10,8 @@ import random
 import pytest
 
 from compliance.keys import chain_key, public_key
-from compliance.services import canonical_json, checkpoint_statement, checkpoint_take, iter_events, row_mac
 from compliance.models import Checkpoint
+from compliance.services import canonical_json, checkpoint_statement, checkpoint_take, iter_events, row_mac
 from compliance.verify import iso, verify_chain
 from healing import services
 from tests.failure_injection.faults import INJECTORS

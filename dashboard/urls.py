@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import views
+from dashboard import record_views, views
 
 app_name = "dashboard"
 
@@ -22,5 +22,11 @@ urlpatterns = [
     path("reviews/", views.reviews, name="reviews"),
     path("reviews/<int:pk>/sign-off/", views.review_sign_off, name="review_sign_off"),
     path("checks/", views.catalogue, name="catalogue"),
+    path("audit/", record_views.audit_log, name="audit"),
+    path("audit/verify/", record_views.audit_verify, name="audit_verify"),
+    path("compliance/", record_views.compliance_page, name="compliance"),
+    path("compliance/generate/", record_views.compliance_generate, name="compliance_generate"),
+    path("compliance/<int:pk>/<str:fmt>/", record_views.compliance_download, name="compliance_download"),
+    path("compliance/public-key.pem", record_views.public_key, name="public_key"),
     path("assets/plotly.min.js", views.plotly_js, name="plotly_js"),
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from healing import services
 from healing.models import Issue, Repair
 from tests.failure_injection.faults import INJECTORS
@@ -35,3 +37,35 @@ def test_an_operator_sees_the_fault_and_an_approver_approves_it_in_the_page(clie
     assert client.get("/repairs/999999/").status_code == 404
     js = client.get("/assets/plotly.min.js")
     assert js.status_code == 200 and js["Content-Type"] == "application/javascript"
+
+
+def test_the_record_pages_verify_filter_and_export(client, store, make_target, operator, viewer):
+    INJECTORS["fs.entry_corrupt"](store)
+    target = make_target(store)
+    services.target_pass(target_id=target.pk)
+    client.force_login(viewer)
+    assert "chain intact" in client.get("/audit/verify/").content.decode()
+    page = client.get("/audit/", {"target": target.name, "action": "repair.planned"}).content.decode()
+    assert "repair.planned" in page and "check.started</code>" not in page
+    for _ in range(25):
+        services.check_target(target_id=target.pk)
+    first = client.get("/audit/").content.decode()
+    assert "Older events" in first
+    from compliance.models import AuditEvent
+
+    oldest_shown = AuditEvent.objects.order_by("-seq")[49].seq
+    older = client.get("/audit/", {"before": oldest_shown}).content.decode()
+    assert f"<td>{oldest_shown - 1}</td>" in older and f"<td>{oldest_shown}</td>" not in older
+    assert client.post("/compliance/generate/", {"start": "2026-01-01", "end": "2030-01-01"}, follow=True).status_code == 200
+    from compliance.models import ComplianceReport
+
+    assert not ComplianceReport.objects.exists(), "a viewer cannot generate reports"
+    client.force_login(operator)
+    page = client.post("/compliance/generate/", {"start": "2020-01-01", "end": "2030-01-01", "targets": [target.name]}, follow=True).content.decode()
+    report = ComplianceReport.objects.get()
+    assert f"Report #{report.pk} generated" in page and report.targets == [target.name]
+    pdf = client.get(f"/compliance/{report.pk}/pdf/")
+    assert pdf.status_code == 200 and b"".join(pdf.streaming_content).startswith(b"%PDF")
+    sig = json.loads(b"".join(client.get(f"/compliance/{report.pk}/pdf.sig/").streaming_content))
+    assert sig["algorithm"] == "ed25519" and sig["sha256"] == report.files["pdf"]["sha256"]
+    assert client.get("/compliance/public-key.pem").content.startswith(b"-----BEGIN PUBLIC KEY-----")

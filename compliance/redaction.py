@@ -6,11 +6,17 @@ import hashlib
 import re
 from typing import Any
 
+URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)(?P<password>[^@\s/]+)(?P<tail>@)")
 SENSITIVE_KEY = re.compile(r"(pass(word)?|secret|token|api[_-]?key|credential|dsn|connection_string|private)", re.I)
 
 
 def fingerprint_secret(value: str) -> str:
     return "redacted:sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def redact_url_passwords(text: str) -> str:
+    """scheme://user:secret@host -> scheme://user:redacted:sha256:…@host"""
+    return URL_PASSWORD.sub(lambda m: m["head"] + fingerprint_secret(m["password"]) + m["tail"], text)
 
 
 def redact(value: Any) -> Any:
@@ -24,4 +30,6 @@ def redact(value: Any) -> Any:
         return out
     if isinstance(value, list | tuple):
         return [redact(item) for item in value]
+    if isinstance(value, str) and "://" in value:
+        return redact_url_passwords(value)
     return value

@@ -21,7 +21,7 @@ from compliance.actors import Actor
 from compliance.context import current_context
 from compliance.keys import chain_key, key_id, load_public_pem, mac, public_key, public_pem, sign
 from compliance.models import AuditEvent, ChainHead, Checkpoint
-from compliance.redaction import redact
+from compliance.redaction import redact, redact_url_passwords
 from compliance.verify import Break, VerifyResult, iso, load_checkpoint_files, verify_chain
 from config.forking import run_parts
 
@@ -131,7 +131,7 @@ def audit_append(
         object_type=object_type,
         object_id=str(object_id),
         scope=scope,
-        summary=summary[:300],
+        summary=redact_url_passwords(summary)[:300],
         before=_jsonable(before),
         after=_jsonable(after),
         request_id=ctx.request_id,

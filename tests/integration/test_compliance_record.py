@@ -190,3 +190,15 @@ def test_a_report_of_a_scripted_scenario_holds_every_kind_of_change(tmp_path, ma
     tampered.write_text(tampered.read_text().replace("rejected", "succeeded", 1))
     bad = subprocess.run([sys.executable, "-m", "compliance.offline_verify", str(tampered), "--public-key", str(pub)], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 1 and "it was changed" in bad.stdout
+
+
+def test_secrets_and_connection_passwords_never_enter_the_record_in_clear(store, make_target):
+    INJECTORS["ai.secret_leak"](store)
+    target = make_target(store)
+    services.target_pass(target_id=target.pk)
+    with audited_transaction():
+        audit_append(actor=None, action="target.updated", object_type="target", object_id="x", summary="moved to redis://cache:s3cr3t-pw@10.0.0.5:6379/0",
+                     after={"location": "redis://:s3cr3t-pw@10.0.0.5:6379/0", "password": "s3cr3t-pw"})
+    everything = json.dumps([[e.summary, e.before, e.after] for e in AuditEvent.objects.all()], ensure_ascii=False)
+    assert "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx0123" not in everything and "s3cr3t-pw" not in everything
+    assert "openai_key:sk-p…#" in everything and "redacted:sha256:" in everything

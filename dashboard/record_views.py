@@ -34,6 +34,21 @@ def _day(text: str | None, default: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _short(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 160 else text[:157] + "…"
+
+
+def field_diff(before, after) -> list[tuple[str, str, str]]:
+    """(field, before, after) for each field that differs; whole values when either side is not a mapping."""
+    if before is None and after is None:
+        return []
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return [("", "" if before is None else _short(before), "" if after is None else _short(after))]
+    keys = sorted(set(before) | set(after))
+    return [(k, "" if k not in before else _short(before[k]), "" if k not in after else _short(after[k])) for k in keys if before.get(k) != after.get(k)]
+
+
 @viewer_required
 def audit_log(request: HttpRequest) -> HttpResponse:
     """Filter by target, actor, action and period; keyset pagination on the sequence number."""
@@ -57,8 +72,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     more = len(events) > PAGE
     events = events[:PAGE]
     for event in events:
-        event.before_text = json.dumps(event.before, indent=1, sort_keys=True) if event.before is not None else ""
-        event.after_text = json.dumps(event.after, indent=1, sort_keys=True) if event.after is not None else ""
+        event.changes = field_diff(event.before, event.after)
     query = request.GET.copy()
     query.pop("before", None)
     return render(request, "dashboard/audit.html", {

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -33,23 +34,48 @@ def viewer_required(view):
 
 @viewer_required
 def overview(request: HttpRequest) -> HttpResponse:
-    context = {
-        "targets": selectors.targets_overview(),
-        "issues": selectors.open_issues()[:50],
-        "diagnoses": selectors.active_diagnoses()[:20],
-        "awaiting": selectors.repairs_awaiting()[:50],
-        "recent": selectors.recent_repairs(limit=20),
-        "can_approve": can(request.user, "approve"),
-    }
+    context = {**selectors.overview_data(request.user), "can_approve": can(request.user, "approve")}
     template = "dashboard/partials/overview_body.html" if request.htmx else "dashboard/overview.html"
     return render(request, template, context)
+
+
+CHART_METRICS = [("entries", "Entries"), ("bytes", "Bytes"), ("growth_bytes_per_hour", "Growth (bytes/hour)"),
+                 ("read_latency_ms", "Sampled read latency (ms)"), ("health_score", "Health score")]
+PERIODS = {"6h": 6, "24h": 24, "7d": 168, "30d": 720}
+
+
+def _charts(target: CacheTarget, hours: float) -> str:
+    """One plotly figure per metric, anomalies marked, and issues opened/resolved per day; as JSON."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    series = selectors.metric_series(target, hours=hours)
+    shown = [(name, title) for name, title in CHART_METRICS if series.get(name)]
+    opened, resolved = selectors.issue_flow(target, hours=hours)
+    rows = len(shown) + 1
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, subplot_titles=[t for _, t in shown] + ["Issues opened / resolved"], vertical_spacing=0.06)
+    for row, (name, _title) in enumerate(shown, start=1):
+        points = series[name]
+        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=name, marker={"size": 4}), row=row, col=1)
+        marks = series.get(f"anomaly:{name}", [])
+        if marks:
+            fig.add_trace(go.Scatter(x=[p[0] for p in marks], y=[p[1] for p in marks], mode="markers", name=f"{name} anomaly",
+                                     marker={"size": 11, "color": "#b42318", "symbol": "x"}), row=row, col=1)
+    fig.add_trace(go.Bar(x=list(opened), y=list(opened.values()), name="opened", marker_color="#8a5a00"), row=rows, col=1)
+    fig.add_trace(go.Bar(x=list(resolved), y=list(resolved.values()), name="resolved", marker_color="#1a7f37"), row=rows, col=1)
+    fig.update_layout(height=230 * rows, margin={"l": 50, "r": 20, "t": 40, "b": 30}, showlegend=False, template="plotly_white")
+    return fig.to_json()
 
 
 @viewer_required
 def target_detail(request: HttpRequest, name: str) -> HttpResponse:
     target = get_object_or_404(CacheTarget, name=name)
+    period = request.GET.get("period", "24h") if request.GET.get("period") in PERIODS else "24h"
     return render(request, "dashboard/target.html", {
         "target": target,
+        "period": period,
+        "periods": list(PERIODS),
+        "chart_json": _charts(target, PERIODS[period]),
         "issues": selectors.open_issues(target),
         "diagnoses": selectors.active_diagnoses(target),
         "runs": selectors.recent_runs(target),
@@ -67,8 +93,50 @@ def target_check_now(request: HttpRequest, name: str) -> HttpResponse:
         messages.error(request, "you are not allowed to do this: the operator role is required")
         return redirect("dashboard:target", name=target.name)
     enqueue_pass(target.pk, "manual")
+    if request.htmx:
+        return render(request, "dashboard/partials/check_progress.html", {"target": target, "run": None, "since": timezone.now().timestamp()})
     messages.info(request, f"A pass of {target.name} was queued; this page shows it when it ends.")
     return redirect("dashboard:target", name=target.name)
+
+
+@viewer_required
+def target_check_progress(request: HttpRequest, name: str) -> HttpResponse:
+    """Polled by the check-now button until the run it started has ended."""
+    target = get_object_or_404(CacheTarget, name=name)
+    try:
+        since = float(request.GET.get("since", "0"))
+    except ValueError:
+        since = 0.0
+    from datetime import datetime
+
+    run = target.runs.filter(started_at__gte=datetime.fromtimestamp(since - 1, tz=UTC)).order_by("-started_at").first()
+    return render(request, "dashboard/partials/check_progress.html", {"target": target, "run": run, "since": since})
+
+
+def plan_diff(plan: dict) -> list[tuple[str, str]]:
+    """The dry-run plan as lines of a diff: (kind, text) with kind del, add or chg."""
+    lines = []
+    for op in plan.get("operations", [])[:500]:
+        subject, kind = op.get("subject", "?"), op.get("op", "?")
+        if kind == "quarantine":
+            lines.append(("del", f"- {subject}  ({op.get('bytes', 0)} bytes) → quarantine" + ("; its index record removed" if op.get("drop_index_record") else "")))
+        elif kind == "index_add":
+            lines.append(("add", f"+ index record for {subject}, from the entry"))
+        elif kind == "index_remove":
+            lines.append(("del", f"- index record {op.get('key', subject)} (its entry is gone)"))
+        elif kind == "index_update":
+            lines.append(("chg", f"~ index record {op.get('key', subject)} ← the entry's created_at, access count, last access, length"))
+        elif kind == "index_rebuild":
+            lines.append(("chg", f"~ .index.json rebuilt from {op.get('entries', '?')} entries (the old one kept for rollback)"))
+        elif kind == "chmod":
+            lines.append(("chg", f"~ {subject}: mode {op.get('mode_from')} → {op.get('mode_to')}"))
+        elif kind == "rewrite_key":
+            lines.append(("chg", f"~ {subject}: key field → the file name"))
+        elif kind == "clamp_timestamps":
+            lines.append(("chg", f"~ {subject}: future timestamps → now"))
+        else:
+            lines.append(("chg", f"~ {kind} {subject}"))
+    return lines
 
 
 @viewer_required
@@ -80,7 +148,7 @@ def issue_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "spec": spec,
         "repair_spec": spec.repair_spec if spec else None,
         "diagnoses": issue.diagnoses.filter(active=True),
-        "repairs": issue.repairs.order_by("-created_at"),
+        "repairs": [(r, plan_diff(r.plan)) for r in issue.repairs.order_by("-created_at")[:5]],
         "can_operate": can(request.user, "operate"),
     })
 
@@ -114,6 +182,8 @@ def repair_detail(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404 from exc
     return render(request, "dashboard/repair.html", {
         "repair": repair,
+        "diff": plan_diff(repair.plan),
+        "expires_at": selectors.approval_expiry(repair),
         "plan_json": json.dumps(repair.plan, indent=2),
         "can_approve": can(request.user, "approve"),
         "can_operate": can(request.user, "operate"),
@@ -121,7 +191,23 @@ def repair_detail(request: HttpRequest, pk: int) -> HttpResponse:
     })
 
 
+@viewer_required
+def approvals(request: HttpRequest) -> HttpResponse:
+    data = selectors.overview_data(request.user)
+    for repair in data["awaiting"]:
+        repair.expires_at = selectors.approval_expiry(repair)
+        repair.diff = plan_diff(repair.plan)[:8]
+    return render(request, "dashboard/approvals.html", {"awaiting": data["awaiting"], "can_approve": can(request.user, "approve")})
+
+
 def _act(request: HttpRequest, pk: int, fn, **kwargs) -> HttpResponse:
+    if request.htmx and request.headers.get("HX-Target", "").startswith("decide-"):
+        try:
+            repair = fn(actor=request.user, repair_id=pk, **kwargs)
+            message, ok = f"Repair #{repair.pk}: {repair.get_status_display().lower()}.", True
+        except (services.HealingError, AccessDenied) as exc:
+            message, ok = str(exc), False
+        return render(request, "dashboard/partials/decision.html", {"message": message, "ok": ok, "pk": pk})
     try:
         repair = fn(actor=request.user, repair_id=pk, **kwargs)
         messages.success(request, f"Repair #{repair.pk}: {repair.get_status_display().lower()}.")

@@ -116,6 +116,9 @@ class Issue(models.Model):
         indexes = [
             models.Index(fields=["target", "status"]),
             models.Index(fields=["status", "severity"]),
+            models.Index(fields=["status", "-last_seen_at"]),
+            models.Index(fields=["resolved_at"]),
+            models.Index(fields=["first_seen_at"]),
         ]
 
     def __str__(self) -> str:

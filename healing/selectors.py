@@ -42,3 +42,102 @@ def repair_detail(repair_id: int) -> Repair:
     return Repair.objects.select_related("target", "issue", "policy", "requested_by").prefetch_related(
         Prefetch("approvals", queryset=Repair.approvals.rel.related_model.objects.select_related("user", "policy"))
     ).get(pk=repair_id)
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 1) if values else None
+
+
+def overview_data(user, *, now=None) -> dict:
+    """Everything the overview shows, in a fixed number of queries whatever the number of rows."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = now or timezone.now()
+    targets = list(CacheTarget.objects.order_by("name"))
+    by_target: dict[int, dict[str, int]] = {t.pk: {} for t in targets}
+    totals: dict[str, int] = {}
+    for row in Issue.objects.exclude(status=IssueStatus.RESOLVED).values("target_id", "severity").annotate(n=Count("id")):
+        by_target.setdefault(row["target_id"], {})[row["severity"]] = row["n"]
+        totals[row["severity"]] = totals.get(row["severity"], 0) + row["n"]
+    awaiting_counts = dict(Repair.objects.filter(status=RepairStatus.AWAITING_APPROVAL).values_list("target_id").annotate(n=Count("id")))
+    trend: dict[int, list[float]] = {t.pk: [] for t in targets}
+    from healing.models import MetricSample
+
+    for target_id, value in MetricSample.objects.filter(name="health_score", at__gte=now - timedelta(hours=24)).order_by("at").values_list("target_id", "value"):
+        trend.setdefault(target_id, []).append(value)
+    for target in targets:
+        target.severity_counts = by_target.get(target.pk, {})
+        target.open_issues = sum(target.severity_counts.values())
+        target.awaiting = awaiting_counts.get(target.pk, 0)
+        target.trend = trend.get(target.pk, [])[-48:]
+        target.health = int(target.trend[-1]) if target.trend else None
+    awaiting = list(Repair.objects.filter(status=RepairStatus.AWAITING_APPROVAL).select_related("target", "requested_by")
+                    .prefetch_related("approvals").order_by("created_at")[:50])
+    for repair in awaiting:
+        repair.mine = repair.requested_by_id != getattr(user, "pk", None) and not any(a.user_id == getattr(user, "pk", None) for a in repair.approvals.all())
+    awaiting.sort(key=lambda r: (not r.mine, r.created_at))
+    since = now - timedelta(hours=24)
+    recent = list(Repair.objects.filter(created_at__gte=since).select_related("target").order_by("-created_at")[:20])
+    outcomes = dict(Repair.objects.filter(created_at__gte=since).values_list("status").annotate(n=Count("id")))
+    week = now - timedelta(days=7)
+    resolved = Issue.objects.filter(resolved_at__gte=week).values_list("first_seen_at", "resolved_at")[:1000]
+    mttr = _mean([(r - f).total_seconds() for f, r in resolved])
+    delays = []
+    for first_seen, sample in Issue.objects.filter(first_seen_at__gte=week).values_list("first_seen_at", "sample")[:1000]:
+        times = [row.get("mtime") or row.get("timestamp") for row in (sample or []) if isinstance(row, dict)]
+        times = [t for t in times if isinstance(t, int | float)]
+        if times:
+            delays.append(max(0.0, first_seen.timestamp() - min(times)))
+    return {
+        "targets": targets,
+        "severity_totals": totals,
+        "issues": list(Issue.objects.exclude(status=IssueStatus.RESOLVED).select_related("target").order_by("-last_seen_at")[:30]),
+        "diagnoses": list(Diagnosis.objects.filter(active=True).select_related("target").order_by("-updated_at")[:20]),
+        "awaiting": awaiting,
+        "recent": recent,
+        "outcomes": outcomes,
+        "mttr_seconds": mttr,
+        "mttd_seconds": _mean(delays),
+    }
+
+
+def metric_series(target: CacheTarget, *, hours: float) -> dict[str, list[tuple]]:
+    """Every metric of a target over the last `hours`, in one query."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from healing.models import MetricSample
+
+    series: dict[str, list[tuple]] = {}
+    since = timezone.now() - timedelta(hours=hours)
+    for name, at, value in MetricSample.objects.filter(target=target, at__gte=since).order_by("at").values_list("name", "at", "value"):
+        series.setdefault(name, []).append((at, value))
+    return series
+
+
+def issue_flow(target: CacheTarget, *, hours: float) -> tuple[dict, dict]:
+    """Issues opened and resolved per day over the period (two aggregate queries)."""
+    from datetime import timedelta
+
+    from django.db.models.functions import TruncDate
+    from django.utils import timezone
+
+    since = timezone.now() - timedelta(hours=hours)
+    opened = dict(Issue.objects.filter(target=target, first_seen_at__gte=since).annotate(day=TruncDate("first_seen_at"))
+                  .values_list("day").annotate(n=Count("id")).order_by("day"))
+    resolved = dict(Issue.objects.filter(target=target, resolved_at__gte=since).annotate(day=TruncDate("resolved_at"))
+                    .values_list("day").annotate(n=Count("id")).order_by("day"))
+    return opened, resolved
+
+
+def approval_expiry(repair: Repair):
+    """When the approval in force (or the first partial one) lapses, for the countdown; None if none."""
+    from healing.guards import approval_ttl
+
+    if repair.status == RepairStatus.APPROVED and repair.approved_at and not repair.emergency:
+        return repair.approved_at + approval_ttl()
+    given = [a.expires_at for a in repair.approvals.all() if a.expires_at and a.user_id]
+    return min(given) if given and repair.status == RepairStatus.AWAITING_APPROVAL else None

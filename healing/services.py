@@ -56,6 +56,7 @@ from healing.guards import (
     freeze_message,
     recent_failed_verifications,
 )
+from healing.health import health_score
 from healing.models import (
     Approval,
     CacheTarget,
@@ -526,6 +527,14 @@ def check_target(*, target_id: int, trigger: str = "manual", actor: Any = None) 
         run.error = outcome.error
         run.stats = {**outcome.stats, "by_code": {code: len(v) for code, v in grouped.items()}}
         run.save()
+        if not crashed:
+            target.refresh_from_db(fields=["storm_mode", "breaker_tripped"])
+            live = Issue.objects.filter(target=target).exclude(status=IssueStatus.RESOLVED).values_list("severity", flat=True)
+            score = health_score(live, unreachable=not outcome.reachable, storm=target.storm_mode, breaker=target.breaker_tripped)
+            samples = [MetricSample(target=target, run=run, name="health_score", value=float(score), at=now)]
+            samples += [MetricSample(target=target, run=run, name=f"anomaly:{f.subject}", value=float(f.detail.get("value", 0)), at=now)
+                        for f in grouped.get("perf.anomaly", [])]
+            MetricSample.objects.bulk_create(samples)
         CacheTarget.objects.filter(pk=target.pk).update(
             last_check_at=now, next_check_at=now + timedelta(seconds=target.check_interval_seconds)
         )

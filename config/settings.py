@@ -184,6 +184,7 @@ HEALING = {
     "BREAKER_WINDOW_SECONDS": env_int("HEALING_BREAKER_WINDOW_SECONDS", 3600),
     "WEBHOOK_TIMEOUT_SECONDS": env_float("HEALING_WEBHOOK_TIMEOUT_SECONDS", 5.0),
     "BASE_URL": env_str("HEALING_BASE_URL", "http://127.0.0.1:8000"),
+    "METRICS_TOKEN": env_str("HEALING_METRICS_TOKEN", ""),
     # first start: register ~/.cache/aicache when it exists, and a demo store with injected faults
     "REGISTER_HOME_CACHE": env_bool("HEALING_REGISTER_HOME_CACHE", True),
     "DEMO": env_bool("HEALING_DEMO", True),
@@ -217,11 +218,12 @@ LOGGING = {
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(target)s %(repair)s",
         },
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "filters": {"context": {"()": "healing.logctx.ContextFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": env_str("HEALING_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

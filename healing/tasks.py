@@ -13,6 +13,7 @@ from django.utils import timezone
 from compliance.context import audit_context
 from healing import services
 from healing.choices import RepairStatus
+from healing.logctx import log_context
 from healing.models import CacheTarget, Repair
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def dispatch_due_checks() -> int:
 
 @shared_task(name="healing.tasks.run_target_pass", ignore_result=True)
 def run_target_pass(target_id: int, trigger: str = "schedule") -> str:
-    with audit_context(request_id=f"task-pass-{target_id}-{timezone.now().timestamp():.0f}"):
+    with audit_context(request_id=f"task-pass-{target_id}-{timezone.now().timestamp():.0f}"), log_context(target=target_id):
         if not CacheTarget.objects.filter(pk=target_id).exists():
             return "gone"
         report = services.target_pass(target_id=target_id, trigger=trigger)
@@ -53,7 +54,7 @@ def run_target_pass(target_id: int, trigger: str = "schedule") -> str:
 
 @shared_task(name="healing.tasks.execute_repair", bind=True, ignore_result=True, max_retries=120)
 def execute_repair(self, repair_id: int) -> str:
-    with audit_context(request_id=f"task-repair-{repair_id}"):
+    with audit_context(request_id=f"task-repair-{repair_id}"), log_context(repair=repair_id):
         outcome = services.repair_execute(repair_id=repair_id)
     if outcome.state == "busy":
         # a check or another repair holds the target: come back shortly

@@ -69,3 +69,30 @@ def test_the_record_pages_verify_filter_and_export(client, store, make_target, o
     sig = json.loads(b"".join(client.get(f"/compliance/{report.pk}/pdf.sig/").streaming_content))
     assert sig["algorithm"] == "ed25519" and sig["sha256"] == report.files["pdf"]["sha256"]
     assert client.get("/compliance/public-key.pem").content.startswith(b"-----BEGIN PUBLIC KEY-----")
+
+
+def test_prometheus_metrics_and_json_logs_with_context(client, store, make_target, settings, caplog):
+    import logging
+
+    INJECTORS["fs.entry_corrupt"](store)
+    target = make_target(store)
+    services.target_pass(target_id=target.pk)
+    body = client.get("/metrics").content.decode()
+    assert 'healing_issues_open{check="fs.entry_corrupt",severity="high"} 1.0' in body
+    assert 'healing_repairs{status="awaiting_approval"} 1.0' in body
+    assert "healing_approval_wait_seconds" in body and "healing_queue_depth" in body and "healing_check_run_duration_seconds" in body
+    settings.HEALING = {**settings.HEALING, "METRICS_TOKEN": "s3"}
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3").status_code == 200
+
+    from pythonjsonlogger.json import JsonFormatter
+
+    from healing.logctx import ContextFilter, log_context
+
+    record = logging.LogRecord("healing", logging.INFO, __file__, 1, "repair finished", None, None)
+    with log_context(target=target.pk, repair=7):
+        ContextFilter().filter(record)
+    line = json.loads(JsonFormatter("%(message)s %(request_id)s %(target)s %(repair)s").format(record))
+    assert line["message"] == "repair finished" and line["target"] == target.pk and line["repair"] == 7
+    response = client.get("/accounts/login/", HTTP_X_REQUEST_ID="req-123")
+    assert response["X-Request-ID"] == "req-123"

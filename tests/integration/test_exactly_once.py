@@ -19,6 +19,7 @@ from healing import services
 from healing.models import Issue, Repair
 from tests.conftest import fill_store, read_index
 
+
 def attempts() -> int:
     """1,000 races on PostgreSQL (the claim that matters in production); 200 on SQLite, whose writers queue anyway."""
     default = "1000" if connection.vendor == "postgresql" else "200"

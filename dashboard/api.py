@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from healing import services
 from healing.access import can
-from healing.choices import IssueStatus
+from healing.choices import LIVE_ISSUE_STATUSES
 from healing.models import Approval, CacheTarget, Issue, Repair, RetroactiveReview
 from healing.tasks import enqueue_pass
 
@@ -155,7 +155,7 @@ def issues(request: Request) -> Response:
     _need_view(request)
     qs = Issue.objects.select_related("target")
     if request.query_params.get("status") == "open":
-        qs = qs.exclude(status=IssueStatus.RESOLVED)
+        qs = qs.filter(status__in=LIVE_ISSUE_STATUSES)
     elif request.query_params.get("status"):
         qs = qs.filter(status=request.query_params["status"])
     if request.query_params.get("target"):

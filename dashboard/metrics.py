@@ -13,7 +13,7 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from healing.choices import IssueStatus, RepairStatus
+from healing.choices import LIVE_ISSUE_STATUSES, RepairStatus
 from healing.models import CacheTarget, CheckRun, Issue, Repair
 
 
@@ -36,7 +36,7 @@ def queue_depth() -> int | None:
 class HealingCollector:
     def collect(self):
         issues = GaugeMetricFamily("healing_issues_open", "Open issues", labels=["severity", "check"])
-        for row in Issue.objects.exclude(status=IssueStatus.RESOLVED).values("severity", "code").annotate(n=Count("id")):
+        for row in Issue.objects.filter(status__in=LIVE_ISSUE_STATUSES).values("severity", "code").annotate(n=Count("id")):
             issues.add_metric([row["severity"], row["code"]], row["n"])
         yield issues
         repairs = GaugeMetricFamily("healing_repairs", "Repairs by outcome (status)", labels=["status"])

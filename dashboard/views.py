@@ -51,7 +51,7 @@ def _charts(target: CacheTarget, hours: float) -> str:
 
     series = selectors.metric_series(target, hours=hours)
     shown = [(name, title) for name, title in CHART_METRICS if series.get(name)]
-    opened, resolved = selectors.issue_flow(target, hours=hours)
+    opened, resolved = selectors.issue_flow(series)
     rows = len(shown) + 1
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, subplot_titles=[t for _, t in shown] + ["Issues opened / resolved"], vertical_spacing=0.06)
     for row, (name, _title) in enumerate(shown, start=1):
@@ -76,7 +76,7 @@ def target_detail(request: HttpRequest, name: str) -> HttpResponse:
         "period": period,
         "periods": list(PERIODS),
         "chart_json": _charts(target, PERIODS[period]),
-        "issues": selectors.open_issues(target),
+        "issues": selectors.open_issues(target).order_by("-last_seen_at")[:50],
         "diagnoses": selectors.active_diagnoses(target),
         "runs": selectors.recent_runs(target),
         "repairs": selectors.recent_repairs(target),
@@ -193,11 +193,12 @@ def repair_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @viewer_required
 def approvals(request: HttpRequest) -> HttpResponse:
-    data = selectors.overview_data(request.user)
-    for repair in data["awaiting"]:
+    awaiting = selectors.approval_queue(request.user, limit=25)
+    for repair in awaiting:
         repair.expires_at = selectors.approval_expiry(repair)
         repair.diff = plan_diff(repair.plan)[:8]
-    return render(request, "dashboard/approvals.html", {"awaiting": data["awaiting"], "can_approve": can(request.user, "approve")})
+    total = services.Repair.objects.filter(status="awaiting_approval").count()
+    return render(request, "dashboard/approvals.html", {"awaiting": awaiting, "total": total, "can_approve": can(request.user, "approve")})
 
 
 def _act(request: HttpRequest, pk: int, fn, **kwargs) -> HttpResponse:

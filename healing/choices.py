@@ -43,6 +43,10 @@ class IssueStatus(models.TextChoices):
     RESOLVED = "resolved", "Resolved"
 
 
+# "not resolved", spelt so that an index on status serves it
+LIVE_ISSUE_STATUSES = ("open", "acknowledged")
+
+
 class RepairStatus(models.TextChoices):
     AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
     APPROVED = "approved", "Approved"

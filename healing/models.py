@@ -215,6 +215,7 @@ class Repair(models.Model):
         indexes = [
             models.Index(fields=["target", "status"]),
             models.Index(fields=["status", "-created_at"]),
+            models.Index(fields=["created_at"]),
         ]
 
     def __str__(self) -> str:

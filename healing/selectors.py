@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 
-from healing.choices import IssueStatus, RepairStatus
+from healing.choices import LIVE_ISSUE_STATUSES, IssueStatus, RepairStatus
 from healing.models import CacheTarget, CheckRun, Diagnosis, Issue, Repair
 
 
@@ -16,7 +16,7 @@ def targets_overview() -> QuerySet[CacheTarget]:
 
 
 def open_issues(target: CacheTarget | None = None) -> QuerySet[Issue]:
-    qs = Issue.objects.exclude(status=IssueStatus.RESOLVED).select_related("target")
+    qs = Issue.objects.filter(status__in=LIVE_ISSUE_STATUSES).select_related("target")
     return qs.filter(target=target) if target else qs
 
 
@@ -58,7 +58,7 @@ def overview_data(user, *, now=None) -> dict:
     targets = list(CacheTarget.objects.order_by("name"))
     by_target: dict[int, dict[str, int]] = {t.pk: {} for t in targets}
     totals: dict[str, int] = {}
-    for row in Issue.objects.exclude(status=IssueStatus.RESOLVED).values("target_id", "severity").annotate(n=Count("id")):
+    for row in Issue.objects.filter(status__in=LIVE_ISSUE_STATUSES).values("target_id", "severity").annotate(n=Count("id")):
         by_target.setdefault(row["target_id"], {})[row["severity"]] = row["n"]
         totals[row["severity"]] = totals.get(row["severity"], 0) + row["n"]
     awaiting_counts = dict(Repair.objects.filter(status=RepairStatus.AWAITING_APPROVAL).values_list("target_id").annotate(n=Count("id")))
@@ -73,19 +73,17 @@ def overview_data(user, *, now=None) -> dict:
         target.awaiting = awaiting_counts.get(target.pk, 0)
         target.trend = trend.get(target.pk, [])[-48:]
         target.health = int(target.trend[-1]) if target.trend else None
-    awaiting = list(Repair.objects.filter(status=RepairStatus.AWAITING_APPROVAL).select_related("target", "requested_by")
-                    .prefetch_related("approvals").order_by("created_at")[:50])
-    for repair in awaiting:
-        repair.mine = repair.requested_by_id != getattr(user, "pk", None) and not any(a.user_id == getattr(user, "pk", None) for a in repair.approvals.all())
-    awaiting.sort(key=lambda r: (not r.mine, r.created_at))
+    awaiting = approval_queue(user, limit=10)
+    awaiting_total = Repair.objects.filter(status=RepairStatus.AWAITING_APPROVAL).count()
     since = now - timedelta(hours=24)
     recent = list(Repair.objects.filter(created_at__gte=since).select_related("target").order_by("-created_at")[:20])
     outcomes = dict(Repair.objects.filter(created_at__gte=since).values_list("status").annotate(n=Count("id")))
     week = now - timedelta(days=7)
-    resolved = Issue.objects.filter(resolved_at__gte=week).values_list("first_seen_at", "resolved_at")[:1000]
+    # MTTR and MTTD over the most recent 200 issues of the week: a bounded sample, so the page stays fast
+    resolved = Issue.objects.filter(resolved_at__gte=week).order_by("-resolved_at").values_list("first_seen_at", "resolved_at")[:200]
     mttr = _mean([(r - f).total_seconds() for f, r in resolved])
     delays = []
-    for first_seen, sample in Issue.objects.filter(first_seen_at__gte=week).values_list("first_seen_at", "sample")[:1000]:
+    for first_seen, sample in Issue.objects.filter(first_seen_at__gte=week).order_by("-first_seen_at").values_list("first_seen_at", "sample")[:200]:
         times = [row.get("mtime") or row.get("timestamp") for row in (sample or []) if isinstance(row, dict)]
         times = [t for t in times if isinstance(t, int | float)]
         if times:
@@ -93,9 +91,10 @@ def overview_data(user, *, now=None) -> dict:
     return {
         "targets": targets,
         "severity_totals": totals,
-        "issues": list(Issue.objects.exclude(status=IssueStatus.RESOLVED).select_related("target").order_by("-last_seen_at")[:30]),
+        "issues": list(Issue.objects.filter(status__in=LIVE_ISSUE_STATUSES).select_related("target").order_by("-last_seen_at")[:30]),
         "diagnoses": list(Diagnosis.objects.filter(active=True).select_related("target").order_by("-updated_at")[:20]),
         "awaiting": awaiting,
+        "awaiting_total": awaiting_total,
         "recent": recent,
         "outcomes": outcomes,
         "mttr_seconds": mttr,
@@ -118,18 +117,13 @@ def metric_series(target: CacheTarget, *, hours: float) -> dict[str, list[tuple]
     return series
 
 
-def issue_flow(target: CacheTarget, *, hours: float) -> tuple[dict, dict]:
-    """Issues opened and resolved per day over the period (two aggregate queries)."""
-    from datetime import timedelta
-
-    from django.db.models.functions import TruncDate
-    from django.utils import timezone
-
-    since = timezone.now() - timedelta(hours=hours)
-    opened = dict(Issue.objects.filter(target=target, first_seen_at__gte=since).annotate(day=TruncDate("first_seen_at"))
-                  .values_list("day").annotate(n=Count("id")).order_by("day"))
-    resolved = dict(Issue.objects.filter(target=target, resolved_at__gte=since).annotate(day=TruncDate("resolved_at"))
-                    .values_list("day").annotate(n=Count("id")).order_by("day"))
+def issue_flow(series: dict[str, list[tuple]]) -> tuple[dict, dict]:
+    """Issues opened and resolved per day, from the counts each check run records as metrics."""
+    opened: dict = {}
+    resolved: dict = {}
+    for name, out in (("issues_opened", opened), ("issues_resolved", resolved)):
+        for at, value in series.get(name, []):
+            out[at.date()] = out.get(at.date(), 0) + int(value)
     return opened, resolved
 
 
@@ -141,3 +135,14 @@ def approval_expiry(repair: Repair):
         return repair.approved_at + approval_ttl()
     given = [a.expires_at for a in repair.approvals.all() if a.expires_at and a.user_id]
     return min(given) if given and repair.status == RepairStatus.AWAITING_APPROVAL else None
+
+
+def approval_queue(user, *, limit: int = 100) -> list[Repair]:
+    """Repairs awaiting approval, the ones this user may decide first (oldest first within each)."""
+    awaiting = list(Repair.objects.filter(status=RepairStatus.AWAITING_APPROVAL).select_related("target", "requested_by")
+                    .prefetch_related("approvals").order_by("created_at")[:limit])
+    me = getattr(user, "pk", None)
+    for repair in awaiting:
+        repair.mine = repair.requested_by_id != me and not any(a.user_id == me for a in repair.approvals.all())
+    awaiting.sort(key=lambda r: (not r.mine, r.created_at))
+    return awaiting

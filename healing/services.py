@@ -37,6 +37,7 @@ from healing.backends.base import CheckOutcome, Finding
 from healing.baselines import anomaly_findings, disk_forecast_finding
 from healing.catalog import CHECKS
 from healing.choices import (
+    LIVE_ISSUE_STATUSES,
     OPEN_REPAIR_STATUSES,
     ApprovalDecision,
     IssueStatus,
@@ -357,7 +358,7 @@ def _sync_issues(target: CacheTarget, run: CheckRun, grouped: dict[str, list[Fin
     """
     now = timezone.now()
     sample_size = int(_conf("ISSUE_SAMPLE_SIZE"))
-    live = {issue.fingerprint: issue for issue in Issue.objects.filter(target=target).exclude(status=IssueStatus.RESOLVED)}
+    live = {issue.fingerprint: issue for issue in Issue.objects.filter(target=target).filter(status__in=LIVE_ISSUE_STATUSES)}
     seen: list[Issue] = []
     for code, findings in grouped.items():
         spec = CHECKS[code]
@@ -529,9 +530,13 @@ def check_target(*, target_id: int, trigger: str = "manual", actor: Any = None) 
         run.save()
         if not crashed:
             target.refresh_from_db(fields=["storm_mode", "breaker_tripped"])
-            live = Issue.objects.filter(target=target).exclude(status=IssueStatus.RESOLVED).values_list("severity", flat=True)
+            live = Issue.objects.filter(target=target).filter(status__in=LIVE_ISSUE_STATUSES).values_list("severity", flat=True)
             score = health_score(live, unreachable=not outcome.reachable, storm=target.storm_mode, breaker=target.breaker_tripped)
-            samples = [MetricSample(target=target, run=run, name="health_score", value=float(score), at=now)]
+            opened = sum(1 for i in report.issues if i.first_run_id == run.pk)
+            resolved = Issue.objects.filter(target=target, status=IssueStatus.RESOLVED, resolved_at__gte=started).count()
+            samples = [MetricSample(target=target, run=run, name="health_score", value=float(score), at=now),
+                       MetricSample(target=target, run=run, name="issues_opened", value=float(opened), at=now),
+                       MetricSample(target=target, run=run, name="issues_resolved", value=float(resolved), at=now)]
             samples += [MetricSample(target=target, run=run, name=f"anomaly:{f.subject}", value=float(f.detail.get("value", 0)), at=now)
                         for f in grouped.get("perf.anomaly", [])]
             MetricSample.objects.bulk_create(samples)

@@ -55,7 +55,8 @@ def build(var: str, events: int, issues: int) -> None:
     Issue.objects.bulk_create(batch)
     first = Issue.objects.order_by("pk").first()
     Repair.objects.bulk_create([Repair(target=targets[i % 10], issue=first, code="fs.index_stale", action="index_resync", risk="medium",
-                                       status=["awaiting_approval", "succeeded", "rolled_back"][i % 3], plan={"operations": [{"op": "index_update", "subject": f"{i:064x}.json", "key": f"{i:064x}"}]}, plan_hash="h",
+                                       status=["awaiting_approval", "succeeded", "rolled_back"][i % 3],
+                                       plan={"operations": [{"op": "index_update", "subject": f"{i:064x}.json", "key": f"{i:064x}"}]}, plan_hash="h",
                                        created_at=now - timedelta(minutes=(i * 7) % 43200)) for i in range(max(100, issues // 10))], batch_size=5000)
     MetricSample.objects.bulk_create([MetricSample(target=t, name=n, value=float(k), at=now - timedelta(minutes=5 * k))
                                       for t in targets for n in ("entries", "bytes", "read_latency_ms", "health_score", "issues_opened", "issues_resolved")

@@ -257,3 +257,101 @@ def review_sign_off(request: Request, pk: int) -> Response:
 
 
 
+
+
+class AuditCursor(CursorPagination):
+    ordering = "-seq"
+    page_size = 100
+    max_page_size = 1000
+    page_size_query_param = "page_size"
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        from compliance.models import AuditEvent
+
+        model = AuditEvent
+        fields = ["seq", "at", "actor_kind", "actor_id", "actor_label", "actor_version", "action", "object_type", "object_id", "scope",
+                  "summary", "before", "after", "request_id", "source_ip", "forwarded_for", "prev_hash", "hash"]
+
+
+class ReportSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="pk", read_only=True)
+    title = serializers.CharField(read_only=True)
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    targets = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    created_at = serializers.DateTimeField(read_only=True)
+    created_by = serializers.CharField(read_only=True)
+    files = serializers.JSONField(read_only=True)
+    summary = serializers.JSONField(read_only=True)
+
+
+@extend_schema(responses=AuditEventSerializer(many=True))
+@api_view(["GET"])
+def audit_events(request: Request) -> Response:
+    """The record, newest first; filter with target, actor, action, since, until."""
+    from compliance.models import AuditEvent
+
+    _need_view(request)
+    qs = AuditEvent.objects.all()
+    params = request.query_params
+    if params.get("target"):
+        target = CacheTarget.objects.filter(name=params["target"]).first()
+        qs = qs.filter(scope=f"target:{target.pk}" if target else "target:none")
+    if params.get("actor"):
+        qs = qs.filter(actor_label__icontains=params["actor"])
+    if params.get("action"):
+        qs = qs.filter(action=params["action"])
+    for key, lookup in (("since", "at__gte"), ("until", "at__lt")):
+        if params.get(key):
+            from django.utils.dateparse import parse_datetime
+
+            when = parse_datetime(params[key])
+            if when is None:
+                return Response({"detail": f"{key} must be an ISO date-time, e.g. 2026-12-01T00:00:00Z"}, status=status.HTTP_400_BAD_REQUEST)
+            qs = qs.filter(**{lookup: when})
+    paginator = AuditCursor()
+    page = paginator.paginate_queryset(qs, request)
+    return paginator.get_paginated_response(AuditEventSerializer(page, many=True).data)
+
+
+@extend_schema(responses=inline_serializer("Verification", {"ok": serializers.BooleanField(), "summary": serializers.CharField()}))
+@api_view(["GET"])
+def audit_verify(request: Request) -> Response:
+    from compliance.services import chain_verify
+
+    _need_view(request)
+    result = chain_verify()
+    return Response({**result.as_dict(), "summary": result.summary()})
+
+
+@extend_schema(request=ReportSerializer, responses=ReportSerializer(many=True))
+@api_view(["GET", "POST"])
+def reports(request: Request) -> Response:
+    from compliance.models import ComplianceReport
+    from compliance.reports import report_generate
+
+    _need_view(request)
+    if request.method == "GET":
+        return _page(request, ComplianceReport.objects.all(), ReportSerializer)
+    if not can(request.user, "operate"):
+        return Response({"detail": "you are not allowed to do this: the operator role is required"}, status=status.HTTP_403_FORBIDDEN)
+    data = _body(request, ReportSerializer)
+    try:
+        report = report_generate(start=data["period_start"], end=data["period_end"], targets=data["targets"], actor=request.user)
+    except ValueError as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    return Response(ReportSerializer(report).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(responses=inline_serializer("Check", {"code": serializers.CharField(), "title": serializers.CharField()}, many=True))
+@api_view(["GET"])
+def checks(request: Request) -> Response:
+    """The check catalogue: the same texts as the Checks page and the reports."""
+    from healing.catalog import CHECKS
+
+    return Response([{"code": c.code, "kinds": list(c.kinds), "title": c.title, "severity": c.severity, "meaning": c.meaning,
+                      "detection": c.detection, "repair": None if c.repair_spec is None else
+                      {"action": c.repair_spec.action, "title": c.repair_spec.title, "risk": c.repair_spec.risk, "description": c.repair_spec.description}}
+                     for c in CHECKS.values()])

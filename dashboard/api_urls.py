@@ -20,6 +20,10 @@ urlpatterns = [
     path("repairs/<int:pk>/retry/", api.repair_retry),
     path("repairs/<int:pk>/break-glass/", api.repair_break_glass),
     path("repairs/<int:pk>/rollback/", api.repair_rollback),
+    path("audit/", api.audit_events),
+    path("audit/verify/", api.audit_verify),
+    path("reports/", api.reports),
+    path("checks/", api.checks),
     path("reviews/", api.reviews),
     path("reviews/<int:pk>/sign-off/", api.review_sign_off),
 ]

@@ -239,3 +239,19 @@ def test_an_admin_edit_of_a_policy_is_versioned_audited_and_used(client, store, 
     assert (repair.policy_id, repair.policy_version, repair.approvals_required) == (policy.pk, 2, 2)
     gated = AuditEvent.objects.get(action="repair.gated", object_id=str(repair.pk))
     assert gated.actor_kind == "policy" and gated.actor_version == 2
+
+
+def test_the_record_is_in_the_api_too(corrupt_repair, operator, viewer):
+    events = api(viewer).get("/api/audit/?action=repair.planned").data["results"]
+    assert [e["object_id"] for e in events] == [str(corrupt_repair.pk)] and events[0]["hash"]
+    assert api(viewer).get("/api/audit/?since=yesterday").status_code == 400
+    assert api(viewer).get("/api/audit/verify/").data["ok"] is True
+    assert api(viewer).post("/api/reports/", {"period_start": "2026-01-01T00:00:00Z", "period_end": "2030-01-01T00:00:00Z"}, format="json").status_code == 403
+    made = api(operator).post("/api/reports/", {"period_start": "2026-01-01T00:00:00Z", "period_end": "2030-01-01T00:00:00Z"}, format="json")
+    assert made.status_code == 201 and set(made.data["files"]) == {"json", "csv", "pdf"}
+    bad = api(operator).post("/api/reports/", {"period_start": "2030-01-01T00:00:00Z", "period_end": "2026-01-01T00:00:00Z"}, format="json")
+    assert bad.status_code == 400 and bad.data["detail"] == "the period must end after it starts"
+    codes = {c["code"] for c in api(viewer).get("/api/checks/").data}
+    assert {"fs.entry_corrupt", "ai.secret_leak", "perf.anomaly"} <= codes
+    schema = api(viewer).get("/api/schema/")
+    assert schema.status_code == 200 and b"/api/repairs/{id}/approve/" in schema.content

@@ -75,7 +75,10 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         event.changes = field_diff(event.before, event.after)
     query = request.GET.copy()
     query.pop("before", None)
+    from compliance.models import Checkpoint
+
     return render(request, "dashboard/audit.html", {
+        "checkpoint": Checkpoint.objects.order_by("-seq").first(),
         "events": events, "next_before": events[-1].seq if more and events else None, "query": query.urlencode(),
         "targets": CacheTarget.objects.order_by("name").values_list("name", flat=True), "actions": Action.values, "filters": request.GET,
     })

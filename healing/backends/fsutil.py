@@ -135,7 +135,13 @@ def take_out(path: Path, expected_sha: str, keep_dir: Path) -> str | None:
         moving.unlink()
         fsync_dir(path.parent)
         return None
-    # the client wrote meanwhile: put its bytes back, or keep them if it has already written anew
+    _put_back(moving, path, keep_dir)
+    return "written by the client during the repair"
+
+
+def _put_back(moving: Path, path: Path, keep_dir: Path) -> None:
+    """The client wrote a file that was set aside: put its bytes back (never over a newer client
+    write), or, when the client has already written anew, keep them beside the quarantine."""
     try:
         os.link(moving, path)
         moving.unlink()
@@ -143,7 +149,6 @@ def take_out(path: Path, expected_sha: str, keep_dir: Path) -> str | None:
         keep_dir.mkdir(parents=True, exist_ok=True)
         os.replace(moving, keep_dir / f"{path.name}.client-write-{time.time_ns()}")
     fsync_dir(path.parent)
-    return "written by the client during the repair"
 
 
 def swap_in(path: Path, new_bytes: bytes, original: bytes, *, mode: int, keep_dir: Path, times_ns: tuple[int, int] | None = None) -> str | None:
@@ -160,12 +165,7 @@ def swap_in(path: Path, new_bytes: bytes, original: bytes, *, mode: int, keep_di
         return "the client removed the file"
     if read_bytes(moving) != original:
         tmp.unlink()
-        try:
-            os.link(moving, path)
-            moving.unlink()
-        except FileExistsError:
-            keep_dir.mkdir(parents=True, exist_ok=True)
-            os.replace(moving, keep_dir / f"{path.name}.client-write-{time.time_ns()}")
+        _put_back(moving, path, keep_dir)
         return "written by the client during the repair"
     try:
         os.link(tmp, path)

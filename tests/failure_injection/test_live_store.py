@@ -19,7 +19,7 @@ from tests.failure_injection.faults import INJECTORS
 
 
 @pytest.mark.slow
-def test_repairs_racing_a_live_writer_lose_nothing_it_wrote(tmp_path, make_target):
+def test_repairs_racing_a_live_writer_lose_nothing_it_wrote(tmp_path, make_target, settings):
     root = tmp_path / "aicache"
     fill_store(root, 200)
     corrupt = [INJECTORS["fs.entry_corrupt"](root)[0]]
@@ -36,7 +36,9 @@ def test_repairs_racing_a_live_writer_lose_nothing_it_wrote(tmp_path, make_targe
     # prompts the writer uses: new ones and ones that collide with the corrupt entries' keys are impossible
     # to know (the prompt is not stored), so it writes its own keys plus rewrites healthy ones
     prompts = [f"live prompt {i}" for i in range(40)] + [f"prompt number {i}: explain topic {i}" for i in range(150, 200)]
-    target = make_target(root, labels=["race"])
+    # this test is about losing nothing; the automation limits (rate limit, breaker) get out of its way
+    target = make_target(root, labels=["race"], options={"auto_repairs_per_hour": 10**6})
+    settings.HEALING = {**settings.HEALING, "BREAKER_FAILURES": 10**6}
     RepairPolicy.objects.create(name="race: auto everything", order=1, match_labels=["race"], decision="auto")
     log = tmp_path / "writer.json"
     proc = subprocess.Popen([sys.executable, "-m", "tests.live_writer", str(root), "6", str(log), *prompts],

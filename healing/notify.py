@@ -47,8 +47,8 @@ def _enqueue(notification_id: int) -> None:
 
 def deliver(notification_id: int) -> bool:
     """Send one notification on its route's channels. Returns True when every channel took it."""
-    note = Notification.objects.select_related("route", "target").get(pk=notification_id)
-    if note.delivered_at:
+    note = Notification.objects.select_related("route", "target").filter(pk=notification_id).first()
+    if note is None or note.delivered_at:
         return True
     errors = []
     route = note.route

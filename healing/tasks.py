@@ -54,6 +54,8 @@ def run_target_pass(target_id: int, trigger: str = "schedule") -> str:
 
 @shared_task(name="healing.tasks.execute_repair", bind=True, ignore_result=True, max_retries=120)
 def execute_repair(self, repair_id: int) -> str:
+    if not Repair.objects.filter(pk=repair_id).exists():
+        return "gone"  # a message outlived its repair (a restored database): nothing to do
     with audit_context(request_id=f"task-repair-{repair_id}"), log_context(repair=repair_id):
         outcome = services.repair_execute(repair_id=repair_id)
     if outcome.state == "busy":
@@ -68,6 +70,8 @@ def enqueue_pass(target_id: int, trigger: str = "manual") -> None:
 
 @shared_task(name="healing.tasks.recover_repair", ignore_result=True)
 def recover_repair(repair_id: int) -> str:
+    if not Repair.objects.filter(pk=repair_id).exists():
+        return "gone"
     with audit_context(request_id=f"task-recover-{repair_id}"):
         repair = services.repair_recover(repair_id=repair_id)
     return "recovered" if repair else "not_needed"

@@ -67,7 +67,7 @@ class Proc:
 
 def start_worker(tmp: Path, **env: str) -> Proc:
     proc = Proc([sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2",
-                 "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"], tmp / "worker.log", process_env(**env))
+                 "--without-gossip", "--without-mingle", "--purge", "--hostname", f"test-{os.getpid()}@%h"], tmp / "worker.log", process_env(**env))
     proc.wait_for("ready.")
     return proc
 

@@ -61,8 +61,9 @@ def _charts(target: CacheTarget, hours: float) -> str:
         if marks:
             fig.add_trace(go.Scatter(x=[p[0] for p in marks], y=[p[1] for p in marks], mode="markers", name=f"{name} anomaly",
                                      marker={"size": 11, "color": "#b42318", "symbol": "x"}), row=row, col=1)
-    fig.add_trace(go.Bar(x=list(opened), y=list(opened.values()), name="opened", marker_color="#8a5a00"), row=rows, col=1)
-    fig.add_trace(go.Bar(x=list(resolved), y=list(resolved.values()), name="resolved", marker_color="#1a7f37"), row=rows, col=1)
+    day_ms = 86_400_000 * 0.4  # two bars side by side per day on a date axis
+    fig.add_trace(go.Bar(x=list(opened), y=list(opened.values()), name="opened", marker_color="#8a5a00", width=day_ms, offset=-day_ms), row=rows, col=1)
+    fig.add_trace(go.Bar(x=list(resolved), y=list(resolved.values()), name="resolved", marker_color="#1a7f37", width=day_ms, offset=0), row=rows, col=1)
     fig.update_layout(height=230 * rows, margin={"l": 50, "r": 20, "t": 40, "b": 30}, showlegend=False, template="plotly_white")
     return fig.to_json()
 

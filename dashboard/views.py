@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from healing import selectors, services
 from healing.access import AccessDenied, can
 from healing.catalog import CHECKS, REPAIRS
-from healing.models import CacheTarget, Issue, RetroactiveReview
+from healing.models import CacheTarget, Issue, Repair, RetroactiveReview
 from healing.tasks import enqueue_pass
 
 
@@ -179,7 +179,7 @@ def issue_subjects(request: HttpRequest, pk: int) -> HttpResponse:
 def repair_detail(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         repair = selectors.repair_detail(pk)
-    except services.Repair.DoesNotExist as exc:
+    except Repair.DoesNotExist as exc:
         raise Http404 from exc
     return render(request, "dashboard/repair.html", {
         "repair": repair,
@@ -198,7 +198,7 @@ def approvals(request: HttpRequest) -> HttpResponse:
     for repair in awaiting:
         repair.expires_at = selectors.approval_expiry(repair)
         repair.diff = plan_diff(repair.plan)[:8]
-    total = services.Repair.objects.filter(status="awaiting_approval").count()
+    total = Repair.objects.filter(status="awaiting_approval").count()
     return render(request, "dashboard/approvals.html", {"awaiting": awaiting, "total": total, "can_approve": can(request.user, "approve")})
 
 
@@ -215,7 +215,7 @@ def _act(request: HttpRequest, pk: int, fn, **kwargs) -> HttpResponse:
         messages.success(request, f"Repair #{repair.pk}: {repair.get_status_display().lower()}.")
     except (services.HealingError, AccessDenied) as exc:
         messages.error(request, str(exc))
-    except services.Repair.DoesNotExist as exc:
+    except Repair.DoesNotExist as exc:
         raise Http404 from exc
     return redirect("dashboard:repair", pk=pk)
 

@@ -14,6 +14,7 @@ from compliance.models import Checkpoint
 from compliance.services import canonical_json, checkpoint_statement, checkpoint_take, iter_events, row_mac
 from compliance.verify import iso, verify_chain
 from healing import services
+from healing.models import Repair
 from tests.failure_injection.faults import INJECTORS
 
 MUTATIONS = 10_000
@@ -27,7 +28,7 @@ def real_chain(store, make_target, approver):
     target = make_target(store)
     services.target_pass(target_id=target.pk, execute_inline=True)
     checkpoint_take()
-    for repair in services.Repair.objects.filter(status="awaiting_approval"):
+    for repair in Repair.objects.filter(status="awaiting_approval"):
         services.repair_approve(actor=approver, repair_id=repair.pk, comment="ok")
         services.repair_execute(repair_id=repair.pk)
         checkpoint_take()

@@ -189,6 +189,9 @@ HEALING = {
     "REGISTER_HOME_CACHE": env_bool("HEALING_REGISTER_HOME_CACHE", True),
     "DEMO": env_bool("HEALING_DEMO", True),
     "DEMO_DIR": env_path("HEALING_DEMO_DIR", VAR_DIR / "demo-store"),
+    # connection passwords (Redis URLs) are encrypted at rest with this Fernet key
+    "CREDENTIALS_KEY": env_str("HEALING_CREDENTIALS_KEY", ""),
+    "CREDENTIALS_KEY_FILE": env_path("HEALING_CREDENTIALS_KEY_FILE", VAR_DIR / "credentials.key"),
 }
 
 EMAIL_BACKEND = env_str("HEALING_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")

@@ -353,5 +353,7 @@ def checks(request: Request) -> Response:
 
     return Response([{"code": c.code, "kinds": list(c.kinds), "title": c.title, "severity": c.severity, "meaning": c.meaning,
                       "detection": c.detection, "repair": None if c.repair_spec is None else
-                      {"action": c.repair_spec.action, "title": c.repair_spec.title, "risk": c.repair_spec.risk, "description": c.repair_spec.description}}
+                      {"action": c.repair_spec.action, "title": c.repair_spec.title, "risk": c.repair_spec.risk, "description": c.repair_spec.description},
+                      "repairs_by_kind": {kind: {"action": r.action, "title": r.title, "risk": r.risk, "description": r.description}
+                                          for kind, r in c.repairs_by_kind}}
                      for c in CHECKS.values()])

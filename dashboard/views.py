@@ -147,7 +147,7 @@ def issue_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "dashboard/issue.html", {
         "issue": issue,
         "spec": spec,
-        "repair_spec": spec.repair_spec if spec else None,
+        "repair_spec": spec.repair_spec_for(issue.target.kind) if spec else None,
         "diagnoses": issue.diagnoses.filter(active=True),
         "repairs": [(r, plan_diff(r.plan)) for r in issue.repairs.order_by("-created_at")[:5]],
         "can_operate": can(request.user, "operate"),

@@ -28,10 +28,32 @@ class CheckSpec:
     meaning: str
     detection: str
     repair: str | None = None  # action name, or None when the check only informs
+    # where one code spans kinds, the action that does the same job on each kind
+    repair_by_kind: tuple[tuple[str, str], ...] = ()
 
     @property
     def repair_spec(self) -> RepairSpec | None:
         return REPAIRS.get(self.repair) if self.repair else None
+
+    def repair_for(self, kind: str) -> str | None:
+        return dict(self.repair_by_kind).get(kind, self.repair)
+
+    def repair_spec_for(self, kind: str) -> RepairSpec | None:
+        action = self.repair_for(kind)
+        return REPAIRS[action] if action else None
+
+    @property
+    def repairs_by_kind(self) -> list[tuple[str, RepairSpec]]:
+        """(kind, repair) for every kind this check covers that has a repair."""
+        return [(kind, REPAIRS[a]) for kind in self.kinds if (a := self.repair_for(kind))]
+
+    @property
+    def repair_groups(self) -> list[tuple[RepairSpec, list[str]]]:
+        """Each distinct repair with the kinds it serves, for the catalogue page."""
+        groups: dict[str, tuple[RepairSpec, list[str]]] = {}
+        for kind, spec in self.repairs_by_kind:
+            groups.setdefault(spec.action, (spec, []))[1].append(kind)
+        return list(groups.values())
 
 
 REPAIRS: dict[str, RepairSpec] = {
@@ -97,12 +119,86 @@ REPAIRS: dict[str, RepairSpec] = {
             "Quarantine the least recently accessed entries until the store fits its byte budget; "
             "rollback restores them.",
         ),
+        RepairSpec(
+            "quarantine_rows",
+            "Quarantine rows",
+            Risk.MEDIUM,
+            "Copy the rows (every column, with their rowid) into a quarantine database with a manifest of their "
+            "sha256, then delete them in short batches, each only if the row is unchanged; rollback inserts them "
+            "back under the same rowid.",
+        ),
+        RepairSpec(
+            "reindex",
+            "Rebuild SQLite indexes (REINDEX)",
+            Risk.LOW,
+            "REINDEX rebuilds the damaged index from its table: derived data only. A consistent copy of the "
+            "database is taken first; rollback puts it back if nothing was written since.",
+        ),
+        RepairSpec(
+            "wal_checkpoint",
+            "Checkpoint and truncate the WAL",
+            Risk.LOW,
+            "PRAGMA wal_checkpoint(TRUNCATE) copies committed pages into the database and truncates the WAL; "
+            "no row changes. Rollback has nothing to restore.",
+        ),
+        RepairSpec(
+            "vacuum",
+            "VACUUM the database",
+            Risk.HIGH,
+            "VACUUM rewrites the whole file without its free pages. It locks the database for its duration, so "
+            "it runs only inside the target's maintenance window (option maintenance_window, UTC); a consistent "
+            "copy is taken first and rollback puts it back if nothing was written since.",
+        ),
+        RepairSpec(
+            "set_wal_mode",
+            "Switch the journal mode to WAL",
+            Risk.HIGH,
+            "PRAGMA journal_mode=WAL lets readers and the writer work at once; rollback sets the old mode back.",
+        ),
+        RepairSpec(
+            "recover_database",
+            "Recover a damaged database into a new file",
+            Risk.HIGH,
+            "Copy every readable row into a new file with the same schema, check it, then swap it in; the "
+            "damaged file (and its WAL) is kept in the quarantine and rollback puts it back byte-for-byte.",
+        ),
+        RepairSpec(
+            "set_ttl",
+            "Set TTLs with jitter",
+            Risk.MEDIUM,
+            "EXPIRE ... NX on keys that have no TTL, with a random jitter so that they do not all expire at "
+            "once; rollback PERSISTs the keys whose TTL is still ours.",
+        ),
+        RepairSpec(
+            "quarantine_keys",
+            "Quarantine keys",
+            Risk.MEDIUM,
+            "DUMP each key with its TTL into the quarantine (sha256 in the manifest), then UNLINK it only if it "
+            "is unchanged (WATCH/MULTI); rollback RESTOREs the exact payload and remaining TTL.",
+        ),
+        RepairSpec(
+            "memory_purge",
+            "Release allocator memory (MEMORY PURGE)",
+            Risk.LOW,
+            "MEMORY PURGE asks the allocator to return dirty pages to the operating system; no data changes.",
+        ),
+        RepairSpec(
+            "set_eviction_policy",
+            "Change maxmemory-policy",
+            Risk.HIGH,
+            "CONFIG SET maxmemory-policy to an LRU/LFU policy so that a full cache evicts instead of failing "
+            "writes; rollback sets the old policy back.",
+        ),
     ]
 }
 
 
 _FS = (Kind.AICACHE_FS,)
+_SQL = (Kind.SQLITE,)
+_REDIS = (Kind.REDIS,)
 _ALL = (Kind.AICACHE_FS, Kind.SQLITE, Kind.REDIS)
+# entry-level AI findings move the entry aside, whatever holds it
+_QUARANTINE_BY_KIND = ((Kind.SQLITE, "quarantine_rows"), (Kind.REDIS, "quarantine_keys"))
 
 CHECKS: dict[str, CheckSpec] = {
     spec.code: spec
@@ -196,11 +292,134 @@ CHECKS: dict[str, CheckSpec] = {
             "A least-squares slope over the recent byte-count samples is projected onto the free space.",
         ),
         CheckSpec(
+            "sqlite.integrity", _SQL, "Database file damaged", Severity.CRITICAL,
+            "SQLite reports damaged pages or b-trees: rows on them cannot be read, and writes may spread the damage.",
+            "PRAGMA quick_check on every run and the full integrity_check on its schedule (default daily); an open "
+            "that fails with 'malformed' or 'not a database' counts too.",
+            "recover_database",
+        ),
+        CheckSpec(
+            "sqlite.index_corrupt", _SQL, "Index disagrees with its table", Severity.HIGH,
+            "An index has missing or extra entries: lookups by key miss rows that exist, so the cache misses and "
+            "may store duplicates.",
+            "integrity_check messages about an index ('missing from index', 'wrong # of entries in index').",
+            "reindex",
+        ),
+        CheckSpec(
+            "sqlite.row_undecodable", _SQL, "Row cannot be decoded", Severity.HIGH,
+            "A cached value does not decode the way its client reads it (aicache: zlib then msgpack; LangChain: "
+            "serialized generations; GPTCache: answer text), so every lookup fails or returns garbage.",
+            "Every row's value is decoded as its client would.",
+            "quarantine_rows",
+        ),
+        CheckSpec(
+            "sqlite.orphan_rows", _SQL, "Rows that belong to nothing", Severity.LOW,
+            "Rows that refer to a row that does not exist (GPTCache answers, dependencies or sessions of a "
+            "missing question): dead weight no lookup reaches.",
+            "Foreign references are joined against their parent table.",
+            "quarantine_rows",
+        ),
+        CheckSpec(
+            "sqlite.freelist_bloat", _SQL, "Many free pages in the file", Severity.LOW,
+            "A large share of the file is free pages left by deletes: disk is wasted and scans are slower.",
+            "PRAGMA freelist_count against page_count, above a share and a minimum size.",
+            "vacuum",
+        ),
+        CheckSpec(
+            "sqlite.wal_bloat", _SQL, "Write-ahead log has grown large", Severity.MEDIUM,
+            "The -wal file is large: checkpoints are starved (a long reader or no checkpointing), reads slow down "
+            "and the disk fills.",
+            "The -wal file's size against a limit and against the database size.",
+            "wal_checkpoint",
+        ),
+        CheckSpec(
+            "sqlite.journal_mode", _SQL, "Rollback journal: readers block the writer", Severity.LOW,
+            "The database uses a rollback journal: a reader (a dashboard, a check) blocks the application's "
+            "writes, and a crash mid-write is likelier to damage the file.",
+            "PRAGMA journal_mode is not 'wal'.",
+            "set_wal_mode",
+        ),
+        CheckSpec(
+            "redis.memory_pressure", _REDIS, "Redis close to maxmemory", Severity.HIGH,
+            "used_memory is close to maxmemory: the server evicts or, with noeviction, refuses writes.",
+            "INFO memory: used_memory against maxmemory (share configurable).",
+        ),
+        CheckSpec(
+            "redis.eviction_policy", _REDIS, "Eviction policy unfit for a cache", Severity.MEDIUM,
+            "maxmemory is set with 'noeviction' (writes fail when full), or a volatile-* policy while most cache "
+            "keys have no TTL (nothing can be evicted).",
+            "CONFIG GET maxmemory-policy with the share of sampled keys that have a TTL.",
+            "set_eviction_policy",
+        ),
+        CheckSpec(
+            "redis.evictions", _REDIS, "Keys are being evicted", Severity.MEDIUM,
+            "The server evicted keys since the last check: cached answers are lost and paid for again.",
+            "The growth of INFO stats evicted_keys between two checks.",
+        ),
+        CheckSpec(
+            "redis.hit_ratio", _REDIS, "Low cache hit ratio", Severity.MEDIUM,
+            "Few lookups find their key: the cache costs memory without saving tokens (keys too unstable, TTLs "
+            "too short, or evictions).",
+            "keyspace_hits / (hits + misses) since the last check, with a minimum number of lookups.",
+        ),
+        CheckSpec(
+            "redis.fragmentation", _REDIS, "Memory fragmentation", Severity.MEDIUM,
+            "The server holds much more memory than its data needs (mem_fragmentation_ratio high and many bytes "
+            "wasted).",
+            "INFO memory: fragmentation ratio and rss minus used memory above their limits.",
+            "memory_purge",
+        ),
+        CheckSpec(
+            "redis.keys_without_ttl", _REDIS, "Cache keys without a TTL", Severity.LOW,
+            "Cache keys that never expire: the cache only grows, and stale answers are served forever.",
+            "TTL of every scanned key under the cache prefixes.",
+            "set_ttl",
+        ),
+        CheckSpec(
+            "redis.big_keys", _REDIS, "Oversized cache keys", Severity.MEDIUM,
+            "A single key holds more than the size limit: reads of it block the server and eat bandwidth.",
+            "Value size of every scanned key (hash field lengths, STRLEN, or MEMORY USAGE for other types).",
+            "quarantine_keys",
+        ),
+        CheckSpec(
+            "redis.persistence", _REDIS, "Persistence failing", Severity.HIGH,
+            "The last RDB save or AOF write failed: with stop-writes-on-bgsave-error the server refuses writes, "
+            "and a restart loses the cache.",
+            "INFO persistence: rdb_last_bgsave_status and aof_last_write_status.",
+        ),
+        CheckSpec(
+            "redis.latency", _REDIS, "Slow server", Severity.MEDIUM,
+            "Commands are slow: timed PINGs above the limit, or new SLOWLOG / LATENCY events since the last check.",
+            "Timed PINGs (p95), SLOWLOG entries newer than the last seen, LATENCY LATEST.",
+        ),
+        CheckSpec(
+            "redis.entry_undecodable", _REDIS, "Cache entry cannot be decoded", Severity.HIGH,
+            "A cache key is not what its client reads: a LangChain field that is not a serialized generation, a "
+            "RedisVL entry without prompt or response, or a key of the wrong type.",
+            "Each scanned key is decoded as LangChain's RedisCache or RedisVL would read it.",
+            "quarantine_keys",
+        ),
+        CheckSpec(
+            "ai.stale_model", (Kind.SQLITE, Kind.REDIS), "Answer from a model not allowed", Severity.MEDIUM,
+            "An entry was produced by a model that is not in the target's allowed list (retired, or not approved), "
+            "and is still served.",
+            "The model recorded with the entry (LangChain's llm string, aicache's context, RedisVL metadata) is "
+            "compared with the target's allowed models.",
+            "quarantine_entries", _QUARANTINE_BY_KIND,
+        ),
+        CheckSpec(
+            "ai.duplicate_entries", (Kind.SQLITE, Kind.REDIS), "Same prompt cached under several keys", Severity.LOW,
+            "One prompt is cached several times under unstable keys (a timestamp or a random id in the key), "
+            "wasting space and splitting hits.",
+            "Prompts are normalised (case, whitespace) and hashed; more than one live entry per hash is reported.",
+            "quarantine_entries", _QUARANTINE_BY_KIND,
+        ),
+        CheckSpec(
             "ai.poisoned_response", _ALL, "Error or refusal cached as an answer", Severity.HIGH,
             "A cached response is a provider error, rate-limit text, refusal, or an empty or cut-off answer, served "
             "to every later caller as if it were real.",
             "Responses are matched against error, rate-limit and refusal phrasing, emptiness and cut-off endings.",
-            "quarantine_entries",
+            "quarantine_entries", _QUARANTINE_BY_KIND,
         ),
         CheckSpec(
             "ai.secret_leak", _ALL, "Secret in cached prompt or response", Severity.CRITICAL,
@@ -208,7 +427,7 @@ CHECKS: dict[str, CheckSpec] = {
             "readable by anyone who can read the cache.",
             "Known secret formats (provider keys, AWS keys, PEM private keys, JWTs, bearer tokens) and e-mail "
             "addresses are matched; the finding stores only a redacted form.",
-            "quarantine_entries",
+            "quarantine_entries", _QUARANTINE_BY_KIND,
         ),
         CheckSpec(
             "target.unreachable", _ALL, "Target cannot be checked", Severity.CRITICAL,

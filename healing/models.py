@@ -23,7 +23,8 @@ class CacheTarget(models.Model):
 
     name = models.SlugField(max_length=80, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.AICACHE_FS)
-    location = models.CharField(max_length=1000, help_text="Directory or file path, or a connection URL")
+    location = models.CharField(max_length=1000, help_text="Directory or file path, or a connection URL (its password is masked)")
+    secret = models.TextField(blank=True, editable=False, help_text="The connection password, Fernet-encrypted")
     description = models.CharField(max_length=300, blank=True)
     labels = models.JSONField(default=list, blank=True, help_text='Labels policies match on, e.g. ["prod", "team-a"]')
     enabled = models.BooleanField(default=True)

@@ -10,6 +10,14 @@ def backend_for(config: TargetConfig) -> Backend:
         from healing.backends.aicache_fs import AicacheFsBackend
 
         return AicacheFsBackend(config)
+    if config.kind == "sqlite":
+        from healing.backends.sqlite import SqliteBackend
+
+        return SqliteBackend(config)
+    if config.kind == "redis":
+        from healing.backends.redis import RedisBackend
+
+        return RedisBackend(config)
     raise BackendError(f"no backend for kind {config.kind!r} yet")
 
 

@@ -31,6 +31,14 @@ class TargetConfig:
     state_path: Path | None = None
     scan_processes: int = 2
     parallel_min_entries: int = 20000
+    # per-kind settings from the target's options (key prefixes, thresholds, maintenance window, ...)
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # on-demand checks may run at full speed; scheduled ones are rate-limited where the store is shared
+    full_speed: bool = False
+
+    def opt(self, key: str, default: Any) -> Any:
+        value = self.options.get(key, default) if isinstance(self.options, dict) else default
+        return default if value is None else value
 
 
 @dataclass

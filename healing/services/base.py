@@ -38,12 +38,14 @@ def scope_of(target: CacheTarget | int) -> str:
     return f"target:{target if isinstance(target, int) else target.pk}"
 
 
-def target_config(target: CacheTarget) -> TargetConfig:
+def target_config(target: CacheTarget, *, full_speed: bool = False) -> TargetConfig:
+    from healing.vault import join_url_password, unseal
+
     return TargetConfig(
         id=target.pk,
         name=target.name,
         kind=target.kind,
-        location=target.location,
+        location=join_url_password(target.location, unseal(target.secret)) if target.secret else target.location,
         byte_budget=target.byte_budget,
         allowed_models=tuple(target.allowed_models or ()),
         grace_seconds=float(target.option("grace_seconds", _conf("GRACE_SECONDS"))),
@@ -54,6 +56,8 @@ def target_config(target: CacheTarget) -> TargetConfig:
         state_path=Path(_conf("STATE_DIR")) / f"target-{target.pk}.state",
         scan_processes=int(_conf("SCAN_PROCESSES")),
         parallel_min_entries=int(_conf("SCAN_PARALLEL_MIN_ENTRIES")),
+        options=dict(target.options or {}),
+        full_speed=full_speed,
     )
 
 
@@ -66,6 +70,7 @@ def _target_snapshot(target: CacheTarget) -> dict[str, Any]:
         "enabled": target.enabled,
         "check_interval_seconds": target.check_interval_seconds,
         "byte_budget": target.byte_budget,
+        "allowed_models": target.allowed_models,
         "options": target.options,
         "storm_mode": target.storm_mode,
     }

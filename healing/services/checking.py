@@ -298,7 +298,7 @@ def check_target(*, target_id: int, trigger: str = "manual", actor: Any = None) 
     clock = time.perf_counter()
     crashed = ""
     try:
-        outcome = backend_for(target_config(target)).check()
+        outcome = backend_for(target_config(target, full_speed=trigger != "schedule")).check()
     except BackendError as exc:
         outcome, crashed = CheckOutcome(reachable=False, error=str(exc)), str(exc)
     except Exception as exc:  # a bug in a check must not take the worker down or leave the run open

@@ -306,6 +306,9 @@ def _run_claimed(repair: Repair, target: CacheTarget) -> None:
     except Exception as exc:
         log.exception("repair failed while applying", extra={"repair": repair.pk, "target": target.name})
         rolled = _safe_rollback(backend, workdir)
+        if "error" in rolled:
+            _defer_rollback(repair, actor=executor, why=f"failed while applying: {exc}", rolled=rolled)
+            return
         with audited_transaction():
             _set_repair_status(repair, RepairStatus.ROLLED_BACK, actor=executor, action=Action.REPAIR_FAILED,
                                summary=f"failed while applying: {exc}; rolled back", finished_at=timezone.now(),
@@ -339,12 +342,26 @@ def _run_claimed(repair: Repair, target: CacheTarget) -> None:
                                after={"verification": verification}, verification=verification, finished_at=timezone.now())
             return
     rolled = _safe_rollback(backend, workdir)
+    if "error" in rolled:
+        _defer_rollback(repair, actor=executor, why="verification failed", rolled=rolled)
+        return
     with audited_transaction():
         _set_repair_status(repair, RepairStatus.ROLLED_BACK, actor=executor, action=Action.REPAIR_ROLLED_BACK,
                            summary="verification failed; rolled back automatically",
                            after={"verification": verification, "rollback": rolled}, verification=verification,
                            finished_at=timezone.now(), error="verification failed: the issue still reproduces or something new appeared")
         _after_failure(repair, target)
+
+
+def _defer_rollback(repair: Repair, *, actor: Any, why: str, rolled: dict[str, Any]) -> None:
+    """The rollback itself failed (the store went away): the repair stays running with its journal, and
+    the recovery sweep finishes the rollback once the store answers again. Nothing is left half-done
+    without a record of what to undo."""
+    with audited_transaction():
+        repair.error = f"{why}; rollback pending ({rolled['error']}): it is retried until the store answers"
+        repair.save(update_fields=["error"])
+        audit_append(actor=actor, action=Action.REPAIR_FAILED, object_type="repair", object_id=repair.pk, scope=scope_of(repair.target_id),
+                     summary=repair.error[:300], after={"status": repair.status, "rollback": rolled})
 
 
 def _safe_rollback(backend: Any, workdir: Path) -> dict[str, Any]:
@@ -375,7 +392,12 @@ def repair_rollback(*, actor: Any, repair_id: int, reason: str = "") -> Repair:
                          scope=scope_of(repair.target_id), summary=f"rollback requested: {reason}" if reason else "rollback requested",
                          before={"status": RepairStatus.SUCCEEDED}, after={"status": RepairStatus.RUNNING, "reason": reason})
         backend = backend_for(target_config(repair.target))
-        outcome = backend.rollback(Path(repair.workdir))
+        try:
+            outcome = backend.rollback(Path(repair.workdir))
+        except Exception as exc:
+            log.exception("rollback failed", extra={"repair": repair.pk})
+            _defer_rollback(repair, actor=actor, why="rollback requested", rolled={"error": f"{exc.__class__.__name__}: {exc}"})
+            raise HealingError(f"the rollback of repair #{repair.pk} could not finish ({exc}); it stays pending and is retried automatically") from exc
         with audited_transaction():
             _set_repair_status(repair, RepairStatus.ROLLED_BACK, actor=actor, action=Action.REPAIR_ROLLED_BACK,
                                summary=f"rolled back: {len(outcome['restored'])} restored, {len(outcome['superseded'])} superseded by newer client writes",
@@ -527,6 +549,10 @@ def repair_recover(*, repair_id: int) -> Repair | None:
             if not Repair.objects.filter(pk=repair.pk, status=RepairStatus.RUNNING, claim_token=repair.claim_token).update(claim_token=owner[-32:]):
                 return None
         rolled = _safe_rollback(backend_for(target_config(repair.target)), Path(repair.workdir))
+        if "error" in rolled:
+            repair.refresh_from_db()
+            _defer_rollback(repair, actor=Actor.system("recovery"), why="interrupted", rolled=rolled)
+            return None
         with audited_transaction():
             repair.refresh_from_db()
             _set_repair_status(repair, RepairStatus.ROLLED_BACK, actor=Actor.system("recovery"), action=Action.REPAIR_ROLLED_BACK,

@@ -38,16 +38,14 @@ def target_create(
     byte_budget: int | None = None,
     options: dict[str, Any] | None = None,
     is_demo: bool = False,
+    allowed_models: list[str] | None = None,
 ) -> CacheTarget:
     name = name.strip()
     if not name or slugify(name) != name:
         raise HealingError(f"target name {name!r} must be a slug: lower-case letters, digits, '-' or '_'")
     if kind not in Kind.values:
         raise HealingError(f"unknown kind {kind!r}; choose one of {', '.join(Kind.values)}")
-    if kind == Kind.AICACHE_FS:
-        location = os.path.abspath(os.path.expanduser(location.strip()))
-    if not location:
-        raise HealingError("a location is required (a directory, a file or a URL)")
+    location, sealed = _normalise_location(kind, location)
     if byte_budget is not None and byte_budget <= 0:
         raise HealingError("byte budget must be a positive number of bytes")
     interval = check_interval_seconds or _conf("DEFAULT_CHECK_INTERVAL_SECONDS")
@@ -60,17 +58,46 @@ def target_create(
             name=name,
             kind=kind,
             location=location,
+            secret=sealed,
             labels=list(labels or []),
             description=description,
             check_interval_seconds=interval,
             byte_budget=byte_budget,
             options=dict(options or {}),
+            allowed_models=list(allowed_models or []),
             is_demo=is_demo,
             next_check_at=timezone.now(),
         )
         audit_append(actor=actor, action=Action.TARGET_CREATED, object_type="target", object_id=target.pk,
                      scope=scope_of(target), summary=f"target {name} ({kind}) at {location}", after=_target_snapshot(target))
     return target
+
+
+def _normalise_location(kind: str, location: str) -> tuple[str, str]:
+    """The location as stored (paths absolute, a URL's password masked) and the sealed password."""
+    from urllib.parse import urlsplit
+
+    from healing.vault import VaultError, seal, split_url_password
+
+    location = (location or "").strip()
+    if not location:
+        raise HealingError("a location is required (a directory, a file or a URL)")
+    if kind in (Kind.AICACHE_FS, Kind.SQLITE):
+        return os.path.abspath(os.path.expanduser(location)), ""
+    try:
+        parts = urlsplit(location)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise HealingError(f"not a valid Redis URL: {exc}") from exc
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise HealingError("a Redis target needs a URL such as redis://[:password@]host:6379/0 (rediss:// for TLS, unix:///path.sock)")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise HealingError("the Redis URL names no host")
+    masked, password = split_url_password(location)
+    try:
+        return masked, seal(password)
+    except VaultError as exc:
+        raise HealingError(str(exc)) from exc
 
 
 def target_update(*, actor: Any, target_id: int, **changes: Any) -> CacheTarget:
@@ -81,6 +108,10 @@ def target_update(*, actor: Any, target_id: int, **changes: Any) -> CacheTarget:
     with audited_transaction():
         target = CacheTarget.objects.select_for_update().get(pk=target_id)
         before = _target_snapshot(target)
+        if "location" in changes:
+            changes["location"], sealed = _normalise_location(target.kind, changes["location"])
+            if sealed or "****@" not in changes["location"]:
+                target.secret = sealed
         for key, value in changes.items():
             setattr(target, key, value)
         target.save()

@@ -43,8 +43,11 @@ class Command(BaseCommand):
         tsub = targets.add_subparsers(dest="targets_verb", required=True)
         add = tsub.add_parser("add", help="register a cache target")
         add.add_argument("name")
-        add.add_argument("location", help="aicache directory (e.g. ~/.cache/aicache)")
-        add.add_argument("--kind", default="aicache_fs")
+        add.add_argument("location", help="aicache directory (~/.cache/aicache), SQLite file, or redis://[:password@]host:6379/0")
+        add.add_argument("--kind", default="aicache_fs", choices=["aicache_fs", "sqlite", "redis"])
+        add.add_argument("--allowed-model", action="append", default=[], dest="allowed_models", help="ai.stale_model: a model entries may come from")
+        add.add_argument("--option", action="append", default=[], dest="extra_options", metavar="KEY=VALUE",
+                         help="a per-target option, e.g. prefixes=llmcache:,redis_cache: or maintenance_window=02:00-04:00 (JSON values allowed)")
         add.add_argument("--label", action="append", default=[], dest="labels")
         add.add_argument("--interval", type=int, default=None, help="seconds between checks")
         add.add_argument("--budget", type=int, default=None, help="byte budget (fs.size_budget)")
@@ -112,9 +115,18 @@ class Command(BaseCommand):
     def _targets(self, options: dict) -> None:
         if options["targets_verb"] == "add":
             extra = {"grace_seconds": options["grace"]} if options["grace"] is not None else {}
+            for item in options["extra_options"]:
+                key, sep, value = item.partition("=")
+                if not sep or not key.strip():
+                    raise CommandError(f"--option {item!r}: write it as KEY=VALUE")
+                try:
+                    extra[key.strip()] = json.loads(value)
+                except ValueError:
+                    extra[key.strip()] = [v for v in value.split(",") if v] if key.strip() == "prefixes" else value
             target = services.target_create(
                 actor=Actor.system("cli"), name=options["name"], location=options["location"], kind=options["kind"],
                 labels=options["labels"], check_interval_seconds=options["interval"], byte_budget=options["budget"], options=extra,
+                allowed_models=options["allowed_models"],
             )
             self.stdout.write(f"added target {target.name} ({target.kind}) at {target.location}")
             return

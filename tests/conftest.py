@@ -123,3 +123,21 @@ def _default_policies(request):
 def _own_checkpoint_dir(settings, tmp_path):
     """Each test's database starts empty, so each gets its own directory of checkpoint copies."""
     settings.COMPLIANCE = {**settings.COMPLIANCE, "CHECKPOINT_DIR": tmp_path / "checkpoints", "REPORT_DIR": tmp_path / "reports"}
+    # targets get the same primary keys in every test: their scan state (Redis counters, ...) must not leak
+    settings.HEALING = {**settings.HEALING, "STATE_DIR": tmp_path / "state"}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_srv(redis_server):
+    """The session's redis-server, emptied and reset for this test."""
+    redis_server.reset()
+    return redis_server

@@ -144,3 +144,35 @@ def dump(path: Path) -> list[str]:
         return list(conn.iterdump())
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------- Redis
+def langchain_redis(client, count: int = 30, *, ttl: int | None = 86400, model: str = "gpt-4o-mini", start: int = 0):
+    """LangChain's RedisCache writing entries through its own update()."""
+    from langchain_community.cache import RedisCache
+    from langchain_core.outputs import Generation
+
+    cache = RedisCache(redis_=client, ttl=ttl)
+    for i in range(start, start + count):
+        cache.update(f"prompt number {i}: explain topic {i}", llm_string(model), [Generation(text=ANSWER.format(topic=i))])
+    return cache
+
+
+def langchain_redis_key(prompt: str, *, model: str = "gpt-4o-mini") -> str:
+    from langchain_community.cache import RedisCache
+
+    return RedisCache._key(prompt, llm_string(model))
+
+
+def redisvl_put(client, prompt: str, response: str, *, metadata: dict | None = None, filters: dict | None = None,
+                ttl: int | None = 86400, prefix: str = "llmcache") -> str:
+    """An entry as RedisVL's SemanticCache stores it: its own CacheEntry model serialises the hash (the
+    SemanticCache class itself needs the search module, which Debian's redis-server lacks)."""
+    from redisvl.extensions.cache.llm.schema import CacheEntry
+
+    entry = CacheEntry(prompt=prompt, response=response, prompt_vector=[0.1, 0.2, 0.3, 0.4], metadata=metadata, filters=filters)
+    key = f"{prefix}:{entry.entry_id}"
+    client.hset(key, mapping=entry.to_dict(dtype="float32"))
+    if ttl:
+        client.expire(key, ttl)
+    return key

@@ -1,0 +1,263 @@
+"""Checks of a Redis LLM cache: the server (INFO, timed PINGs, SLOWLOG, LATENCY) and every cache key
+(TTL, size, how its client decodes it, and the AI checks on what it says)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import redis
+
+from healing.backends.base import BackendError, CheckOutcome, Finding
+from healing.backends.entries import EntryChecks
+from healing.backends.redis.layouts import GENERIC, LANGCHAIN, REDISVL, classify, decode_langchain, decode_redisvl, key_of, subject_of
+from healing.backends.redis.store import SERVER, RedisStore, Unreachable, describe_error
+
+
+# A key's content, as a string that does not depend on how the server happens to lay it out: a hash's
+# fields sorted, length-prefixed (a DUMP of a hash table changes with rehashing); other types their DUMP.
+DIGEST_LUA = (
+    "local t = redis.call('TYPE', KEYS[1])['ok'] local d = false "
+    "if t == 'hash' then local f = redis.call('HGETALL', KEYS[1]) local p = {} "
+    "for i = 1, #f, 2 do p[#p + 1] = string.len(f[i]) .. ':' .. f[i] .. string.len(f[i + 1]) .. ':' .. f[i + 1] end "
+    "table.sort(p) d = 'hash\\1' .. table.concat(p, '\\1') "
+    "elseif t ~= 'none' then d = t .. '\\1' .. redis.call('DUMP', KEYS[1]) end"
+)
+_FINGERPRINT_LUA = DIGEST_LUA + " if d then return {redis.sha1hex(d), redis.call('PTTL', KEYS[1])} end return false"
+
+
+class Checks(RedisStore):
+    # ------------------------------------------------------------------ state between runs
+    def _state(self) -> dict[str, Any]:
+        path = self.config.state_path
+        try:
+            return json.loads(path.read_text()) if path else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        path = self.config.state_path
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, path)
+
+    def describe(self) -> dict[str, Any]:
+        try:
+            info = self.client().info("server")
+            return {"kind": self.kind, "location": self.shown_location, "version": info.get("redis_version")}
+        except redis.RedisError as exc:
+            return {"kind": self.kind, "location": self.shown_location, "error": describe_error(exc)}
+        finally:
+            self.close()
+
+    # ------------------------------------------------------------------ server
+    def _ping_ms(self, samples: int) -> list[float]:
+        client = self.client()
+        out = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            client.ping()
+            out.append((time.perf_counter() - started) * 1000)
+        return sorted(out)
+
+    def _server_findings(self, info: dict, state: dict, *, with_ttl: int, cache_keys: int, update_state: bool) -> tuple[list[Finding], dict[str, float]]:
+        opt = self.config.opt
+        client = self.client()
+        findings: list[Finding] = []
+        used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        policy = str(info.get("maxmemory_policy", "noeviction"))
+        metrics: dict[str, float] = {"bytes": float(used)}
+        if maxmemory and used >= float(opt("memory_pressure_share", 0.9)) * maxmemory:
+            findings.append(Finding("redis.memory_pressure", SERVER, {"used_memory": used, "maxmemory": maxmemory, "share": round(used / maxmemory, 3)}))
+        if maxmemory and policy == "noeviction":
+            findings.append(Finding("redis.eviction_policy", SERVER, {"maxmemory_policy": policy, "why": "writes fail once the cache is full"}))
+        elif maxmemory and policy.startswith("volatile-") and cache_keys and with_ttl / cache_keys < 0.5:
+            findings.append(Finding("redis.eviction_policy", SERVER, {"maxmemory_policy": policy, "keys_with_ttl_share": round(with_ttl / cache_keys, 3),
+                                                                     "why": "most cache keys have no TTL, so a volatile policy can evict almost nothing"}))
+        evicted, hits, misses = int(info.get("evicted_keys", 0)), int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
+        run_id = info.get("run_id")
+        same_server = state.get("run_id") == run_id
+        if same_server and "evicted_keys" in state:
+            delta = evicted - int(state["evicted_keys"])
+            metrics["evictions"] = float(max(0, delta))
+            if delta > int(opt("evictions_max", 0)):
+                findings.append(Finding("redis.evictions", SERVER, {"evicted_since_last_check": delta}))
+        if same_server and "keyspace_hits" in state:
+            dh, dm = hits - int(state["keyspace_hits"]), misses - int(state["keyspace_misses"])
+            if dh + dm > 0:
+                ratio = dh / (dh + dm)
+                metrics["hit_ratio"] = ratio
+                if dh + dm >= int(opt("hit_ratio_min_lookups", 1000)) and ratio < float(opt("hit_ratio_min", 0.2)):
+                    findings.append(Finding("redis.hit_ratio", SERVER, {"hit_ratio": round(ratio, 4), "lookups": dh + dm}))
+        frag = float(info.get("mem_fragmentation_ratio", 1.0))
+        waste = int(info.get("used_memory_rss", 0)) - used
+        metrics["fragmentation_ratio"] = frag
+        if frag >= float(opt("fragmentation_ratio", 1.5)) and waste >= int(opt("fragmentation_min_waste_bytes", 64 << 20)):
+            findings.append(Finding("redis.fragmentation", SERVER, {"mem_fragmentation_ratio": frag, "wasted_bytes": waste}))
+        bad = {}
+        if str(info.get("rdb_last_bgsave_status", "ok")) != "ok":
+            bad["rdb_last_bgsave_status"] = info.get("rdb_last_bgsave_status")
+        if int(info.get("aof_enabled", 0)) and str(info.get("aof_last_write_status", "ok")) != "ok":
+            bad["aof_last_write_status"] = info.get("aof_last_write_status")
+        if bad:
+            findings.append(Finding("redis.persistence", SERVER, bad))
+        pings = self._ping_ms(int(opt("ping_samples", 20)))
+        p95 = pings[int(len(pings) * 0.95) - 1] if pings else 0.0
+        metrics["read_latency_ms"] = pings[len(pings) // 2] if pings else 0.0
+        try:
+            entries = client.slowlog_get(128)
+        except redis.ResponseError:
+            entries = []
+        # the first check only learns where the slow log stands; later ones report what is new since
+        last_seen = int(state["slowlog_last_id"]) if same_server and "slowlog_last_id" in state else None
+        newest = max((int(e["id"]) for e in entries), default=-1 if last_seen is None else last_seen)
+        slow = [] if last_seen is None else [{"id": int(e["id"]), "micros": int(e["duration"]), "command": _command(e)}
+                                             for e in entries if int(e["id"]) > last_seen]
+        try:
+            latest = client.execute_command("LATENCY", "LATEST") or []
+        except redis.ResponseError:
+            latest = []
+        since = float(state.get("checked_at", time.time())) if same_server else time.time()
+        events = [{"event": _s(e[0]), "at": int(e[1]), "latest_ms": int(e[2]), "max_ms": int(e[3])} for e in latest if int(e[1]) > since]
+        if p95 >= float(opt("latency_ms", 10.0)) or slow or events:
+            findings.append(Finding("redis.latency", SERVER, {"ping_p95_ms": round(p95, 3), "slow_commands": slow[:10], "latency_events": events[:10]}))
+        if update_state:
+            state.update({"run_id": run_id, "evicted_keys": evicted, "keyspace_hits": hits, "keyspace_misses": misses,
+                          "slowlog_last_id": newest, "checked_at": time.time()})
+        return findings, metrics
+
+    # ------------------------------------------------------------------ keys
+    def _key_findings(self, keys: list[bytes], kinds: list[str], checks: EntryChecks, counters: dict[str, int]) -> None:
+        opt = self.config.opt
+        big = int(opt("big_key_bytes", 1 << 20))
+        pipe = self.client().pipeline(transaction=False)
+        for key, kind in zip(keys, kinds, strict=True):
+            pipe.pttl(key)
+            if kind == GENERIC:
+                pipe.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0")
+            else:
+                pipe.hgetall(key)
+        replies = pipe.execute(raise_on_error=False)
+        add = checks.findings.append
+        for i, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
+            pttl, body = replies[2 * i], replies[2 * i + 1]
+            if pttl == -2:
+                continue  # expired or deleted between SCAN and read
+            subject = subject_of(key)
+            counters["cache_keys"] += 1
+            if pttl == -1:
+                add(Finding("redis.keys_without_ttl", subject, {"layout": kind}))
+            else:
+                counters["with_ttl"] += 1
+            if kind == GENERIC:
+                size = int(body) if isinstance(body, int) else 0
+            elif isinstance(body, Exception):
+                add(Finding("redis.entry_undecodable", subject, {"why": f"not a hash ({body})"}))
+                continue
+            else:
+                size = sum(len(k) + len(v) for k, v in body.items())
+                entry, problem = (decode_langchain if kind == LANGCHAIN else decode_redisvl)(subject, body)
+                if problem:
+                    add(Finding("redis.entry_undecodable", subject, {"layout": kind, "why": problem}))
+                elif entry is not None:
+                    checks.feed(entry)
+            counters["bytes"] += size
+            if size >= big:
+                add(Finding("redis.big_keys", subject, {"bytes": size, "layout": kind}))
+
+    def _scan(self, checks: EntryChecks) -> dict[str, int]:
+        redisvl, generic = self.prefixes()
+        langchain = bool(self.config.opt("langchain", True))
+        counters = {"cache_keys": 0, "with_ttl": 0, "bytes": 0, "scanned": 0}
+        for batch in self.scan_batches():
+            counters["scanned"] += len(batch)
+            pairs = [(k, kind) for k in batch if (kind := classify(k, redisvl, generic, langchain))]
+            if pairs:
+                self._key_findings([k for k, _ in pairs], [kind for _, kind in pairs], checks, counters)
+        return counters
+
+    # ------------------------------------------------------------------ protocol
+    def check(self, *, now: float | None = None, incremental: bool = True) -> CheckOutcome:
+        try:
+            self.ping()
+            info = self.client().info("all")
+            state = self._state()
+            checks = EntryChecks(self.config.allowed_models)
+            counters = self._scan(checks)
+            findings = checks.finish()
+            server, metrics = self._server_findings(info, state, with_ttl=counters["with_ttl"], cache_keys=counters["cache_keys"], update_state=True)
+        except Unreachable as exc:
+            return CheckOutcome(reachable=False, findings=[Finding("target.unreachable", self.shown_location, {"error": str(exc)})], error=str(exc))
+        except redis.RedisError as exc:
+            # the server went away mid-check: nothing is concluded from half a scan
+            text = f"{self.shown_location}: {describe_error(exc)} (during the check)"
+            return CheckOutcome(reachable=False, findings=[Finding("target.unreachable", self.shown_location, {"error": text})], error=text)
+        finally:
+            self.close()
+        self._save_state(state)
+        metrics["entries"] = float(counters["cache_keys"])
+        stats = {"entries": counters["cache_keys"], "keys_scanned": counters["scanned"], "cache_bytes": counters["bytes"],
+                 "redis_version": info.get("redis_version"), "maxmemory_policy": info.get("maxmemory_policy"), "files_read": 0}
+        evidence = {"poisoned_timestamps": sorted(checks.poisoned_timestamps)[:2000], "evicted_keys": info.get("evicted_keys"),
+                    "used_memory": info.get("used_memory"), "maxmemory": info.get("maxmemory")}
+        return CheckOutcome(reachable=True, findings=server + findings, metrics=metrics, stats=stats, evidence=evidence)
+
+    def recheck(self, subjects: list[str], *, now: float | None = None) -> list[Finding]:
+        try:
+            self.ping()
+            out: list[Finding] = []
+            if SERVER in subjects:
+                info = self.client().info("all")
+                server, _ = self._server_findings(info, self._state(), with_ttl=0, cache_keys=0, update_state=False)
+                out.extend(f for f in server if f.code not in ("redis.evictions", "redis.hit_ratio", "redis.latency"))
+            keys = [key_of(s) for s in subjects if s != SERVER]
+            redisvl, generic = self.prefixes()
+            pairs = [(k, classify(k, redisvl, generic, True) or GENERIC) for k in keys]
+            checks = EntryChecks(self.config.allowed_models)
+            counters = {"cache_keys": 0, "with_ttl": 0, "bytes": 0}
+            for start in range(0, len(pairs), 500):
+                chunk = pairs[start:start + 500]
+                self._key_findings([k for k, _ in chunk], [kind for _, kind in chunk], checks, counters)
+            out.extend(checks.findings)
+            return out
+        except Unreachable as exc:
+            return [Finding("target.unreachable", self.shown_location, {"error": str(exc)})]
+        finally:
+            self.close()
+
+    def fingerprint(self, subject: str) -> str:
+        return self.fingerprints([subject])[subject]
+
+    def fingerprints(self, subjects: list[str]) -> dict[str, str]:
+        """A key's fingerprint is its content's digest and whether it has a TTL; the server's is its run id."""
+        out: dict[str, str] = {}
+        try:
+            client = self.client()
+            keys = [s for s in subjects if s != SERVER]
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                pipe = client.pipeline(transaction=False)
+                for subject in chunk:
+                    pipe.eval(_FINGERPRINT_LUA, 1, key_of(subject))
+                for subject, reply in zip(chunk, pipe.execute(), strict=True):
+                    out[subject] = "absent" if not reply else f"{reply[0].decode()}:{'persist' if reply[1] == -1 else 'ttl'}"
+            if SERVER in subjects:
+                out[SERVER] = f"server:{client.info('server').get('run_id')}"
+        except redis.RedisError as exc:
+            raise BackendError(f"{self.shown_location}: {describe_error(exc)}") from exc
+        return out
+
+
+def _s(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _command(entry: dict) -> str:
+    command = entry.get("command", b"")
+    text = _s(command)
+    return text[:80]

@@ -1,0 +1,112 @@
+"""For every Redis check code: a cache written by its real clients on a real redis-server with exactly
+that fault injected is detected under that code; where the code has a repair, it is repaired, verified,
+and rolled back on request to the exact keys, values and TTLs."""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance.actors import Actor
+from healing import services
+from healing.catalog import CHECKS
+from healing.choices import IssueStatus, RepairStatus
+from healing.models import Issue, Repair
+from tests.failure_injection.redis_faults import REDIS_INJECTORS
+
+
+def keyspace(client) -> dict[bytes, tuple[object, bool]]:
+    """Every key: its value (a hash's fields, or the DUMP payload of other types) and whether it expires."""
+    out = {}
+    for key in client.scan_iter(count=500):
+        value = client.hgetall(key) if client.type(key) == b"hash" else client.dump(key)
+        out[key] = (value, client.pttl(key) > 0)
+    return out
+
+
+def _target(url, fault, name="redis-cache"):
+    return services.target_create(actor=Actor.system("test"), name=name, kind="redis", location=url, options=fault.options,
+                                  allowed_models=fault.allowed_models)
+
+
+@pytest.mark.parametrize("code", sorted(c for c in REDIS_INJECTORS if c != "redis.fragmentation"))
+def test_each_redis_fault_is_detected_and_repaired_or_reported(code, redis_srv, db, approver, second_approver, operator):
+    client = redis_srv.client()
+    fault = REDIS_INJECTORS[code](redis_srv, client)
+    target = _target(redis_srv.url, fault)
+    if fault.after_baseline:
+        baseline = services.check_target(target_id=target.pk)
+        assert code not in baseline.grouped, "the first check only learns where the counters stand"
+        fault.after_baseline()
+    before = keyspace(client)
+
+    report = services.target_pass(target_id=target.pk, trigger="test", execute_inline=False)
+
+    found = {c: sorted(f.subject for f in fs) for c, fs in report.check.grouped.items()}
+    assert set(found) == {code}, f"expected only {code}, got {found}"
+    assert found[code] == sorted(fault.subjects)
+    issue = Issue.objects.get(target=target, code=code)
+    action = CHECKS[code].repair_for("redis")
+    if action is None:
+        assert not Repair.objects.filter(issue=issue).exists(), "a check without a repair is for a person to act on"
+        assert keyspace(client) == before
+        return
+    repair = Repair.objects.get(issue=issue)
+    assert repair.action == action
+    assert keyspace(client) == before, "planning is a dry run"
+    if repair.status == RepairStatus.AWAITING_APPROVAL:
+        services.repair_approve(actor=approver, repair_id=repair.pk, comment="looks right")
+        repair.refresh_from_db()
+        if repair.status == RepairStatus.AWAITING_APPROVAL:
+            services.repair_approve(actor=second_approver, repair_id=repair.pk, comment="agreed")
+    services.repair_execute(repair_id=repair.pk)
+    repair.refresh_from_db()
+    assert repair.status == RepairStatus.SUCCEEDED, (repair.error, repair.verification, repair.result)
+    issue.refresh_from_db()
+    assert issue.status == IssueStatus.RESOLVED
+
+    policy_before = client.config_get("maxmemory-policy")
+    services.repair_rollback(actor=operator, repair_id=repair.pk, reason="test the way back")
+    repair.refresh_from_db()
+    assert repair.status == RepairStatus.ROLLED_BACK
+    assert keyspace(client) == before, "every key back with its exact payload, and its TTL state"
+    if action == "set_eviction_policy":
+        assert policy_before == {"maxmemory-policy": "allkeys-lru"}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+
+
+def test_a_healthy_redis_cache_yields_no_issue(redis_srv, db):
+    from tests.failure_injection.redis_faults import Fault, _healthy
+
+    _healthy(redis_srv.client())
+    target = _target(redis_srv.url, Fault([]))
+    for _ in range(2):
+        report = services.check_target(target_id=target.pk)
+        assert report.run.status == "healthy", report.grouped
+    assert report.run.stats["entries"] == 50
+
+
+def test_an_unreachable_redis_is_reported_not_crashed(db):
+    from tests.redis_server import free_port
+
+    target = services.target_create(actor=Actor.system("test"), name="nowhere", kind="redis", location=f"redis://:s3cret@127.0.0.1:{free_port()}/0")
+    assert target.location.endswith(f"****@127.0.0.1:{target.location.rsplit(':', 1)[1]}") and "s3cret" not in target.location
+    assert target.secret and "s3cret" not in target.secret, "the password is stored encrypted"
+    report = services.check_target(target_id=target.pk)
+    assert report.run.status == "failed"
+    assert "target.unreachable" in report.grouped and "cannot connect" in report.run.error
+
+
+def test_fragmentation_is_found_and_a_purge_that_does_not_cure_it_is_not_called_a_success(redis_srv, db):
+    """MEMORY PURGE returns dirty pages; it cannot compact pages that still hold live values (that needs
+    active defragmentation, which Debian's jemalloc lacks, or a restart). Verification says so."""
+    client = redis_srv.client()
+    fault = REDIS_INJECTORS["redis.fragmentation"](redis_srv, client)
+    target = _target(redis_srv.url, fault)
+    before = keyspace(client)
+    report = services.target_pass(target_id=target.pk, execute_inline=True)
+    assert sorted(report.check.grouped) == ["redis.fragmentation"]
+    repair = Repair.objects.get(code="redis.fragmentation")
+    assert repair.action == "memory_purge" and repair.risk == "low"
+    assert repair.status == RepairStatus.ROLLED_BACK and repair.verification["still_failing"] == ["server"]
+    assert Issue.objects.get(code="redis.fragmentation").status == IssueStatus.OPEN
+    assert keyspace(client) == before, "a purge changes no data"

@@ -40,7 +40,9 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 
 CHART_METRICS = [("entries", "Entries"), ("bytes", "Bytes"), ("growth_bytes_per_hour", "Growth (bytes/hour)"),
-                 ("read_latency_ms", "Sampled read latency (ms)"), ("health_score", "Health score")]
+                 ("read_latency_ms", "Sampled read latency (ms)"), ("hit_ratio", "Hit ratio"), ("evictions", "Evictions since last check"),
+                 ("fragmentation_ratio", "Memory fragmentation ratio"), ("wal_bytes", "WAL bytes"), ("free_pages", "Free pages"),
+                 ("health_score", "Health score")]
 PERIODS = {"6h": 6, "24h": 24, "7d": 168, "30d": 720}
 
 

@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 
 from compliance.actions import Action
@@ -5,14 +6,39 @@ from compliance.services import audit_append, audited_transaction
 from healing.models import CacheTarget, ChangeFreeze, NotificationRoute, RepairPolicy
 
 
+class CacheTargetForm(forms.ModelForm):
+    """The location goes through the same normalisation as every other way of adding a target: paths made
+    absolute, a Redis URL checked and its password moved out, encrypted, and masked in the URL."""
+
+    class Meta:
+        model = CacheTarget
+        fields = "__all__"
+
+    def clean(self):
+        from healing.services import HealingError
+        from healing.services.targets import _normalise_location
+
+        data = super().clean()
+        if "location" in self.changed_data or "kind" in self.changed_data:
+            try:
+                data["location"], self._sealed = _normalise_location(data.get("kind") or "aicache_fs", data.get("location") or "")
+            except HealingError as exc:
+                self.add_error("location", str(exc))
+        return data
+
+
 @admin.register(CacheTarget)
 class CacheTargetAdmin(admin.ModelAdmin):
+    form = CacheTargetForm
     list_display = ("name", "kind", "location", "enabled", "storm_mode", "last_check_at")
     list_filter = ("kind", "enabled", "storm_mode")
     search_fields = ("name", "location")
     readonly_fields = ("storm_mode", "storm_reason", "last_check_at", "next_check_at", "lease_owner", "lease_until", "created_at")
 
     def save_model(self, request, obj, form, change):
+        sealed = getattr(form, "_sealed", None)
+        if sealed is not None and (sealed or "****@" not in obj.location):
+            obj.secret = sealed
         with audited_transaction():
             super().save_model(request, obj, form, change)
             audit_append(actor=request.user, action=Action.TARGET_UPDATED if change else Action.TARGET_CREATED, object_type="target",

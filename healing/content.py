@@ -87,6 +87,14 @@ def find_secrets(text: str) -> list[str]:
     return found
 
 
+_SECRET_TRIGGER_TEXTS = sorted({trigger for trigger, _ in _SECRET_TRIGGERS})
+
+
+def may_hold_secrets(text: str) -> bool:
+    """False when no secret format can occur in `text`: one pass over the triggers for several fields."""
+    return any(trigger in text for trigger in _SECRET_TRIGGER_TEXTS)
+
+
 _SECRET_TRIGGER_BYTES = [trigger.encode() for trigger, _ in _SECRET_TRIGGERS]
 
 

@@ -9,11 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from healing.backends.base import Finding
-from healing.content import find_secrets, poison_reason
+from healing.content import find_secrets, may_hold_secrets, poison_reason
 
 # LangChain's llm string holds the model as ('model_name', 'gpt-4o') or "model_name": "gpt-4o" (also `model`)
 _MODEL_RE = re.compile(r"""['"](?:model_name|model|model_id|deployment_name)['"]\s*[:,]\s*['"]([^'"]+)['"]""")
-_SPACES = re.compile(r"\s+")
 
 
 def model_in(text: str | None) -> str | None:
@@ -50,7 +49,9 @@ class EntryChecks:
         self.findings: list[Finding] = []
         self.poisoned_timestamps: list[float] = []
         # normalised prompt hash -> [(timestamp, subject)]
-        self._prompts: dict[bytes, list[tuple[float, str]]] = {}
+        self.prompts: dict[bytes, list[tuple[float, str]]] = {}
+        self.multi: set[bytes] = set()  # prompts with more than one copy in this scan
+        self._parts: list[dict[bytes, list[tuple[float, str]]]] = []
 
     def feed(self, entry: Entry) -> None:
         add = self.findings.append
@@ -60,23 +61,50 @@ class EntryChecks:
                 add(Finding("ai.poisoned_response", entry.subject, {"reason": reason, "timestamp": entry.timestamp}))
                 if entry.timestamp is not None:
                     self.poisoned_timestamps.append(entry.timestamp)
-            leaked = find_secrets(entry.response)
-            if leaked:
-                add(Finding("ai.secret_leak", entry.subject, {"where": "response", "found": leaked}))
-        if entry.prompt:
-            leaked = find_secrets(entry.prompt)
-            if leaked:
-                add(Finding("ai.secret_leak", entry.subject, {"where": "prompt", "found": leaked}))
+        # one pass over the secret triggers for both fields; the patterns run only where a trigger is
+        if may_hold_secrets(f"{entry.prompt or ''}\n{entry.response or ''}"):
+            for where, text in (("response", entry.response), ("prompt", entry.prompt)):
+                leaked = find_secrets(text) if text else None
+                if leaked:
+                    add(Finding("ai.secret_leak", entry.subject, {"where": where, "found": leaked}))
+                    break
         basis = entry.prompt if entry.dup_key is None else entry.dup_key
         if basis:
-            key = hashlib.blake2b(_SPACES.sub(" ", basis.strip().lower()).encode(), digest_size=16).digest()
-            self._prompts.setdefault(key, []).append((entry.timestamp or 0.0, entry.subject))
+            key = hashlib.blake2b(" ".join(basis.lower().split()).encode(), digest_size=16).digest()
+            copies = self.prompts.setdefault(key, [])
+            copies.append((entry.timestamp or 0.0, entry.subject))
+            if len(copies) == 2:
+                self.multi.add(key)
         if self.allowed_models and entry.model and not allowed(entry.model, self.allowed_models):
             add(Finding("ai.stale_model", entry.subject, {"model": entry.model}))
 
+    def export(self) -> dict:
+        """Plain data (for a forked part to send back): findings as tuples, poisoned times, prompt map."""
+        return {"findings": [(f.code, f.subject, f.detail) for f in self.findings], "poisoned": self.poisoned_timestamps, "prompts": self.prompts,
+                "multi": list(self.multi)}
+
+    def absorb(self, part: dict) -> None:
+        self.findings.extend(Finding(code, subject, detail) for code, subject, detail in part["findings"])
+        self.poisoned_timestamps.extend(part["poisoned"])
+        self._parts.append(part["prompts"])
+        self.multi.update(part["multi"])
+
+    def _merged_duplicates(self):
+        """Prompts seen more than once across this scan and the absorbed parts. Only keys that repeat are
+        merged (found with set operations), so a million unique prompts cost almost nothing here."""
+        maps = [m for m in [self.prompts, *self._parts] if m]
+        seen: set = set()
+        repeated: set = set(self.multi)
+        for m in maps:
+            keys = m.keys()
+            repeated |= keys & seen
+            seen |= keys
+        for key in repeated:
+            yield [copy for m in maps for copy in m.get(key, ())]
+
     def finish(self) -> list[Finding]:
         """Duplicates: every copy of a prompt but the newest is redundant."""
-        for copies in self._prompts.values():
+        for copies in self._merged_duplicates():
             if len(copies) < 2:
                 continue
             copies.sort()

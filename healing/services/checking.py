@@ -95,7 +95,7 @@ def _metric_history(target: CacheTarget, names: list[str], window: int) -> dict[
 def _metric_findings(target: CacheTarget, outcome: CheckOutcome, now: float) -> list[Finding]:
     """perf.anomaly and fs.disk_forecast: the store's metrics against their own history."""
     window = int(_conf("ANOMALY_WINDOW"))
-    names = ["entries", "bytes", "read_latency_ms", "growth_bytes_per_hour"]
+    names = ["entries", "bytes", "read_latency_ms", "growth_bytes_per_hour", "hit_ratio"]
     history = _metric_history(target, names, window)
     current = {k: v for k, v in outcome.metrics.items() if k in names}
     past_bytes = history.get("bytes", [])

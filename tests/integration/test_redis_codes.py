@@ -110,3 +110,31 @@ def test_fragmentation_is_found_and_a_purge_that_does_not_cure_it_is_not_called_
     assert repair.status == RepairStatus.ROLLED_BACK and repair.verification["still_failing"] == ["server"]
     assert Issue.objects.get(code="redis.fragmentation").status == IssueStatus.OPEN
     assert keyspace(client) == before, "a purge changes no data"
+
+
+def test_a_password_typed_into_the_admin_is_stored_encrypted_and_used(redis_srv, db, client):
+    from tests.conftest import _user
+
+    root = _user("root", superuser=True)
+    client.force_login(root)
+    redis_srv.client().config_set("requirepass", "pw-Zq8x")
+    try:
+        url = redis_srv.url.replace("redis://", "redis://:pw-Zq8x@")
+        response = client.post("/admin/healing/cachetarget/add/", {
+            "name": "prod-redis", "kind": "redis", "location": url, "description": "", "labels": "[]", "enabled": "on",
+            "check_interval_seconds": 300, "allowed_models": "[]", "options": "{}", "breaker_reason": "",
+        })
+        assert response.status_code == 302, response.content.decode()[:2000]
+        from healing.models import CacheTarget
+
+        target = CacheTarget.objects.get(name="prod-redis")
+        assert "pw-Zq8x" not in target.location and "****" in target.location and "pw-Zq8x" not in target.secret
+        report = services.check_target(target_id=target.pk)
+        assert report.run.status == "healthy", report.run.error  # the backend got the password back
+        bad = client.post("/admin/healing/cachetarget/add/", {"name": "bad", "kind": "redis", "location": "http://nope", "labels": "[]",
+                                                             "check_interval_seconds": 300, "allowed_models": "[]", "options": "{}"})
+        assert bad.status_code == 200 and "a Redis target needs a URL" in bad.content.decode()
+    finally:
+        authed = redis_srv.client()
+        authed.connection_pool.connection_kwargs["password"] = "pw-Zq8x"
+        authed.config_set("requirepass", "")

@@ -11,6 +11,7 @@ import sqlite3
 import time
 from typing import Any
 
+from config.forking import PartFailed, run_parts
 from healing.backends.base import BackendError, CheckOutcome, Finding
 from healing.backends.entries import EntryChecks
 from healing.backends.sqlite.layouts import GptCacheDb, Layout, row_digest
@@ -105,42 +106,83 @@ class Checks(SqliteStore):
         return findings, metrics, stats
 
     # ------------------------------------------------------------------ rows
-    def _row_findings(self, conn: sqlite3.Connection, layout: Layout) -> tuple[list[Finding], dict[str, Any]]:
+    def _scan_part(self, part: str, lo: int | None = None, hi: int | None = None) -> dict[str, Any]:
+        """One independent part of a check, on its own connection (it may run in a forked process):
+        'file' runs the file checks; 'rows' scans the entry table's rows lo..hi; 'all_rows' scans every
+        table of the layout. Returns plain data."""
+        conn = self.connect()
+        try:
+            if part == "file":
+                findings, metrics, stats = self._file_findings(conn, full=bool(lo))
+                return {"findings": [(f.code, f.subject, f.detail) for f in findings], "metrics": metrics, "stats": stats}
+            layout = self.layout(conn)
+            return self._row_scan(conn, layout, lo, hi, everything=part == "all_rows")
+        finally:
+            conn.close()
+
+    def _row_scan(self, conn: sqlite3.Connection, layout: Layout, lo: int | None, hi: int | None, *, everything: bool) -> dict[str, Any]:
         checks = EntryChecks(self.config.allowed_models)
         findings = checks.findings
         damaged: list[dict] = []
         entries = 0
         soft_deleted: set[int] = set()
-        for row in self.readable_rows(conn, layout.entry_table, layout.columns, damaged=damaged):
+        decode = layout.decode
+        feed = checks.feed
+        for row in self.readable_rows(conn, layout.entry_table, layout.columns, damaged=damaged, lo=lo, hi=hi):
             entries += 1
-            decoded = layout.decode(row)
+            decoded = decode(row)
             if decoded.problem:
                 findings.append(Finding("sqlite.row_undecodable", f"{layout.entry_table}:{row[0]}", {"why": decoded.problem}))
             elif decoded.entry is not None:
-                checks.feed(decoded.entry)
+                feed(decoded.entry)
             elif isinstance(layout, GptCacheDb):
                 soft_deleted.add(row[0])
-        if isinstance(layout, GptCacheDb):
+        if everything and isinstance(layout, GptCacheDb):
             for row in self.readable_rows(conn, "gptcache_answer", "question_id, answer, answer_type", damaged=damaged):
                 decoded = layout.decode_answer(row, soft_deleted)
                 if decoded.problem:
                     findings.append(Finding("sqlite.row_undecodable", f"gptcache_answer:{row[0]}", {"why": decoded.problem}))
                 elif decoded.entry is not None:
-                    checks.feed(decoded.entry)
-        present = self.tables(conn)
-        for table, query in layout.orphan_queries():
-            if table not in present:
-                continue
-            top = self.max_rowid(conn, table)
-            for lo in range(0, top + 1, 20000):
-                try:
-                    for (rowid,) in conn.execute(query, (lo, lo + 20000)):
-                        findings.append(Finding("sqlite.orphan_rows", f"{table}:{rowid}", {"why": "its question does not exist"}))
-                except sqlite3.DatabaseError as exc:
-                    if not is_damage(exc):
-                        raise
+                    feed(decoded.entry)
+        if everything:
+            present = self.tables(conn)
+            for table, query in layout.orphan_queries():
+                if table not in present:
+                    continue
+                top = self.max_rowid(conn, table)
+                for start in range(0, top + 1, 20000):
+                    try:
+                        for (rowid,) in conn.execute(query, (start, start + 20000)):
+                            findings.append(Finding("sqlite.orphan_rows", f"{table}:{rowid}", {"why": "its question does not exist"}))
+                    except sqlite3.DatabaseError as exc:
+                        if not is_damage(exc):
+                            raise
+        return {**checks.export(), "entries": entries, "damaged": damaged}
+
+    def _run_scan(self, conn: sqlite3.Connection, layout: Layout, *, full: bool) -> tuple[list[Finding], dict, dict, dict[str, Any]]:
+        """The file checks and the row scan; on a large cache, in parallel processes (the integrity check
+        in one, the rows split by rowid between the others)."""
+        rows_estimate = self.max_rowid(conn, layout.entry_table)
+        parts = max(1, int(self.config.scan_processes))
+        jobs: list[tuple] = [("file", 1 if full else 0)]
+        if parts > 1 and rows_estimate >= self.config.parallel_min_entries and not isinstance(layout, GptCacheDb):
+            first = self._first_rowid(conn, layout.entry_table) or 1
+            step = (rows_estimate - first) // parts + 1
+            jobs += [("rows", first + i * step, min(rows_estimate, first + (i + 1) * step - 1)) for i in range(parts)]
+            results = run_parts(self._scan_part, jobs)
+        else:
+            jobs.append(("all_rows",))
+            results = [self._scan_part(*job) for job in jobs]
+        file_part, row_parts = results[0], results[1:]
+        checks = EntryChecks(self.config.allowed_models)
+        for part in row_parts:
+            checks.absorb(part)
         checks.finish()
-        return findings, {"entries": entries, "damaged": damaged, "poisoned_timestamps": sorted(checks.poisoned_timestamps)[:2000]}
+        findings = [Finding(code, subject, detail) for code, subject, detail in file_part["findings"]] + checks.findings
+        damaged = [d for part in row_parts for d in part["damaged"]]
+        row_stats = {"entries": sum(part["entries"] for part in row_parts), "damaged": damaged,
+                     "poisoned_timestamps": sorted(checks.poisoned_timestamps)[:2000], "parts": len(row_parts)}
+        return findings, file_part["metrics"], file_part["stats"], row_stats
 
     def _latency_ms(self, conn: sqlite3.Connection, layout: Layout) -> float | None:
         try:
@@ -179,9 +221,10 @@ class Checks(SqliteStore):
             state = self._state()
             every = float(self.config.opt("integrity_check_hours", 24.0)) * 3600
             full = self.config.full_speed or now - float(state.get("full_integrity_at", 0)) >= every
-            findings, metrics, stats = self._file_findings(conn, full=full)
-            rows, row_stats = self._row_findings(conn, layout)
-            findings.extend(rows)
+            try:
+                findings, metrics, stats, row_stats = self._run_scan(conn, layout, full=full)
+            except PartFailed as exc:
+                raise BackendError(f"the scan of {self.path} failed: {exc}") from exc
             if row_stats["damaged"] and not any(f.code == "sqlite.integrity" for f in findings):
                 findings.append(Finding("sqlite.integrity", DATABASE, {"messages": [f"unreadable rows: {d}" for d in row_stats["damaged"][:10]],
                                                                       "count": len(row_stats["damaged"])}))

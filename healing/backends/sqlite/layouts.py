@@ -86,6 +86,24 @@ class AicacheDb(Layout):
     entry_table = "cache_entries"
     columns = "cache_key, prompt, response, context, timestamp"
 
+    def __init__(self) -> None:
+        # contexts repeat (the same model and settings): decode each distinct blob once
+        self._contexts: dict[bytes, tuple[str | None, str | None]] = {}
+
+    def _context_model(self, blob) -> tuple[str | None, str | None]:
+        """(model, problem) of a context blob."""
+        key = bytes(blob) if isinstance(blob, bytes | bytearray | memoryview) else None
+        if key is not None and key in self._contexts:
+            return self._contexts[key]
+        try:
+            ctx = _aicache_unpack(blob)
+            result = (ctx["model"] if isinstance(ctx, dict) and isinstance(ctx.get("model"), str) else None, None)
+        except Exception as exc:  # noqa: BLE001
+            result = (None, f"context does not decode (zlib, msgpack): {exc.__class__.__name__}")
+        if key is not None and len(self._contexts) < 10000:
+            self._contexts[key] = result
+        return result
+
     def decode(self, row: tuple) -> Decoded:
         rowid, key, prompt, response, context, ts = row
         subject = f"cache_entries:{rowid}"
@@ -97,12 +115,9 @@ class AicacheDb(Layout):
             return Decoded(None, f"response decodes to a {type(text).__name__}, not text")
         model = None
         if context is not None:
-            try:
-                ctx = _aicache_unpack(context)
-            except Exception as exc:  # noqa: BLE001
-                return Decoded(None, f"context does not decode (zlib, msgpack): {exc.__class__.__name__}")
-            if isinstance(ctx, dict) and isinstance(ctx.get("model"), str):
-                model = ctx["model"]
+            model, problem = self._context_model(context)
+            if problem:
+                return Decoded(None, problem)
         return Decoded(Entry(subject, prompt if isinstance(prompt, str) else None, text, model, _epoch(ts)))
 
 

@@ -78,7 +78,7 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ reading rows
     def readable_rows(self, conn: sqlite3.Connection, table: str, columns: str, *, damaged: list[dict] | None = None,
-                      batch: int = BATCH, thorough: bool = False) -> Iterator[tuple]:
+                      batch: int = BATCH, thorough: bool = False, lo: int | None = None, hi: int | None = None) -> Iterator[tuple]:
         """Every row of `table` that can be read, as (rowid, *columns), in rowid order.
 
         Rows are read in rowid windows, each query seeking from the root of the b-tree, so a damaged
@@ -87,13 +87,14 @@ class SqliteStore:
         (recovery), a window that returns fewer rows than it spans is probed row by row as well.
         """
         select = f"SELECT rowid, {columns} FROM {table}"
-        top = self.max_rowid(conn, table)
-        lo = self._first_rowid(conn, table)
+        top = self.max_rowid(conn, table) if hi is None else hi
         if lo is None:
-            return
+            lo = self._first_rowid(conn, table)
+            if lo is None:
+                return
         lo -= 1
         while lo < top:
-            hi = lo + batch
+            hi = min(lo + batch, top)
             try:
                 rows = conn.execute(f"{select} WHERE rowid > ? AND rowid <= ? ORDER BY rowid", (lo, hi)).fetchall()
             except sqlite3.DatabaseError as exc:

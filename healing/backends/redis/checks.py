@@ -12,9 +12,8 @@ import redis
 
 from healing.backends.base import BackendError, CheckOutcome, Finding
 from healing.backends.entries import EntryChecks
-from healing.backends.redis.layouts import GENERIC, LANGCHAIN, REDISVL, classify, decode_langchain, decode_redisvl, key_of, subject_of
+from healing.backends.redis.layouts import GENERIC, LANGCHAIN, classify, decode_langchain, decode_redisvl, key_of, subject_of
 from healing.backends.redis.store import SERVER, RedisStore, Unreachable, describe_error
-
 
 # A key's content, as a string that does not depend on how the server happens to lay it out: a hash's
 # fields sorted, length-prefixed (a DUMP of a hash table changes with rehashing); other types their DUMP.

@@ -25,7 +25,7 @@ def _schedule(sender: Celery, **_: object) -> None:
 
 
 def ensure_broker_dirs() -> None:
-    for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         path = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(key)
         if path:
             os.makedirs(path, exist_ok=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from bisect import bisect_right
+from itertools import accumulate
 
 # A response that is really an error, a rate limit, a refusal or an outage page. Each pattern has cheap
 # trigger substrings: the regular expression runs only when one of them is in the (lower-cased) head,
@@ -90,12 +92,47 @@ def find_secrets(text: str) -> list[str]:
 _SECRET_TRIGGER_TEXTS = sorted({trigger for trigger, _ in _SECRET_TRIGGERS})
 
 
-def may_hold_secrets(text: str) -> bool:
-    """False when no secret format can occur in `text`: one pass over the triggers for several fields."""
-    return any(trigger in text for trigger in _SECRET_TRIGGER_TEXTS)
-
-
 _SECRET_TRIGGER_BYTES = [trigger.encode() for trigger, _ in _SECRET_TRIGGERS]
+_POISON_TRIGGER_TEXTS = sorted({trigger for trigger, _ in _POISON_TRIGGERS} | {"```"})
+
+
+def _containing(texts: list[str], triggers: list[str], *, lower: bool = False) -> set[int]:
+    """Indices of the texts that contain at least one trigger, found by C substring searches over the
+    texts joined once, instead of a loop over the triggers per text (a large batch of healthy answers
+    costs a few passes of memchr). Triggers never contain the separator, so no match spans two texts."""
+    joined = "\x00".join(texts)
+    if lower:
+        lowered = joined.lower()
+        if len(lowered) != len(joined):  # a few characters lower-case to two: offsets must follow the lowered texts
+            texts = [text.lower() for text in texts]
+            lowered = "\x00".join(texts)
+        joined = lowered
+    hits: set[int] = set()
+    ends: list[int] | None = None
+    for trigger in triggers:
+        pos = joined.find(trigger)
+        if pos < 0:
+            continue
+        if ends is None:
+            ends = list(accumulate(len(text) + 1 for text in texts))
+        while pos >= 0:
+            i = bisect_right(ends, pos)
+            hits.add(i)
+            pos = joined.find(trigger, ends[i])  # on to the next text: one hit per text is enough
+    return hits
+
+
+def poison_candidates(responses: list[str]) -> list[int]:
+    """Indices of the responses `poison_reason` may flag (a superset; it decides): empty ones and those
+    holding a trigger or a code fence. The rest cannot be poisoned and need no further look."""
+    hits = _containing(responses, _POISON_TRIGGER_TEXTS, lower=True)
+    hits.update(i for i, text in enumerate(responses) if not text or text.isspace())
+    return sorted(hits)
+
+
+def secret_candidates(texts: list[str]) -> list[int]:
+    """Indices of the texts in which some secret format may occur (a superset; `find_secrets` decides)."""
+    return sorted(_containing(texts, _SECRET_TRIGGER_TEXTS))
 
 
 def may_hold_secrets_bytes(raw: bytes) -> bool:

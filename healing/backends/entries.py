@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from healing.backends.base import Finding
-from healing.content import find_secrets, may_hold_secrets, poison_reason
+from healing.content import find_secrets, poison_candidates, poison_reason, secret_candidates
 
 # LangChain's llm string holds the model as ('model_name', 'gpt-4o') or "model_name": "gpt-4o" (also `model`)
 _MODEL_RE = re.compile(r"""['"](?:model_name|model|model_id|deployment_name)['"]\s*[:,]\s*['"]([^'"]+)['"]""")
@@ -54,29 +54,42 @@ class EntryChecks:
         self._parts: list[dict[bytes, list[tuple[float, str]]]] = []
 
     def feed(self, entry: Entry) -> None:
+        self.feed_many([entry])
+
+    def feed_many(self, entries: list[Entry]) -> None:
+        """Check a batch: the content tests run only on the entries their triggers point at, found for the
+        whole batch at once, so a batch of healthy answers costs a few substring searches."""
         add = self.findings.append
-        if entry.response is not None:
-            reason = poison_reason(entry.response)
+        responses = [entry.response or "" for entry in entries]
+        for i in poison_candidates(responses):
+            entry = entries[i]
+            reason = poison_reason(responses[i]) if entry.response is not None else None
             if reason:
                 add(Finding("ai.poisoned_response", entry.subject, {"reason": reason, "timestamp": entry.timestamp}))
                 if entry.timestamp is not None:
                     self.poisoned_timestamps.append(entry.timestamp)
-        # one pass over the secret triggers for both fields; the patterns run only where a trigger is
-        if may_hold_secrets(f"{entry.prompt or ''}\n{entry.response or ''}"):
+        count = len(entries)
+        texts = responses + [entry.prompt or "" for entry in entries]
+        for i in sorted({i % count for i in secret_candidates(texts)}):
+            entry = entries[i]
             for where, text in (("response", entry.response), ("prompt", entry.prompt)):
                 leaked = find_secrets(text) if text else None
                 if leaked:
                     add(Finding("ai.secret_leak", entry.subject, {"where": where, "found": leaked}))
                     break
-        basis = entry.prompt if entry.dup_key is None else entry.dup_key
-        if basis:
-            key = hashlib.blake2b(" ".join(basis.lower().split()).encode(), digest_size=16).digest()
-            copies = self.prompts.setdefault(key, [])
-            copies.append((entry.timestamp or 0.0, entry.subject))
-            if len(copies) == 2:
-                self.multi.add(key)
-        if self.allowed_models and entry.model and not allowed(entry.model, self.allowed_models):
-            add(Finding("ai.stale_model", entry.subject, {"model": entry.model}))
+        prompts, multi = self.prompts, self.multi
+        for entry in entries:
+            basis = entry.prompt if entry.dup_key is None else entry.dup_key
+            if basis:
+                key = hashlib.blake2b(" ".join(basis.lower().split()).encode(), digest_size=16).digest()
+                copies = prompts.setdefault(key, [])
+                copies.append((entry.timestamp or 0.0, entry.subject))
+                if len(copies) == 2:
+                    multi.add(key)
+        if self.allowed_models:
+            for entry in entries:
+                if entry.model and not allowed(entry.model, self.allowed_models):
+                    add(Finding("ai.stale_model", entry.subject, {"model": entry.model}))
 
     def export(self) -> dict:
         """Plain data (for a forked part to send back): findings as tuples, poisoned times, prompt map."""

@@ -138,3 +138,33 @@ def test_a_password_typed_into_the_admin_is_stored_encrypted_and_used(redis_srv,
         authed = redis_srv.client()
         authed.connection_pool.connection_kwargs["password"] = "pw-Zq8x"
         authed.config_set("requirepass", "")
+
+
+@pytest.mark.parametrize("refused", ["-@scripting", "-@scripting +script|load"], ids=["no-scripts", "load-but-not-run"])
+def test_a_user_whose_acl_refuses_scripts_gets_the_same_findings(refused, redis_srv, db):
+    """A full check reads keys with a server-side script; a locked-down ACL user is read with plain
+    commands instead, and nothing is missed either way."""
+    import hashlib
+
+    import redis
+
+    client = redis_srv.client()
+    expected = {}
+    for code in ("ai.poisoned_response", "ai.secret_leak", "redis.keys_without_ttl", "redis.entry_undecodable"):
+        expected[code] = REDIS_INJECTORS[code](redis_srv, client).subjects  # each rewrites the healthy keys: the torn one last
+    wrong_type = hashlib.md5(b"a string where LangChain keeps a hash").hexdigest()
+    client.set(wrong_type, "plain text", ex=3600)
+    expected["redis.entry_undecodable"] = sorted([*expected["redis.entry_undecodable"], wrong_type])
+    client.execute_command("ACL", "SETUSER", "noscripts", "on", ">pw-nolua", "~*", "&*", "+@all", *refused.split())
+    locked_url = redis_srv.url.replace("redis://", "redis://noscripts:pw-nolua@")
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            redis.Redis.from_url(locked_url).eval("return 1", 0)
+        for name, url in (("default-user", redis_srv.url), ("locked-user", locked_url)):
+            target = services.target_create(actor=Actor.system("test"), name=name, kind="redis", location=url)
+            report = services.check_target(target_id=target.pk)
+            assert {c: sorted(f.subject for f in fs) for c, fs in report.grouped.items()} == expected, name
+            undecodable = {f.subject: f.detail["why"] for f in report.grouped["redis.entry_undecodable"]}
+            assert "not a hash" in undecodable[wrong_type]
+    finally:
+        client.execute_command("ACL", "DELUSER", "noscripts")

@@ -8,12 +8,13 @@ import os
 import time
 from typing import Any
 
+import msgpack
 import redis
 
 from healing.backends.base import BackendError, CheckOutcome, Finding
 from healing.backends.entries import EntryChecks
 from healing.backends.redis.layouts import GENERIC, LANGCHAIN, classify, decode_langchain, decode_redisvl, key_of, subject_of
-from healing.backends.redis.store import SERVER, RedisStore, Unreachable, describe_error
+from healing.backends.redis.store import CLIENT_NAME, SERVER, RedisStore, Unreachable, describe_error
 
 # A key's content, as a string that does not depend on how the server happens to lay it out: a hash's
 # fields sorted, length-prefixed (a DUMP of a hash table changes with rehashing); other types their DUMP.
@@ -25,6 +26,32 @@ DIGEST_LUA = (
     "elseif t ~= 'none' then d = t .. '\\1' .. redis.call('DUMP', KEYS[1]) end"
 )
 _FINGERPRINT_LUA = DIGEST_LUA + " if d then return {redis.sha1hex(d), redis.call('PTTL', KEYS[1])} end return false"
+
+
+# A batch's keys read by one server-side script per slice, answered as one MessagePack blob (Redis' own
+# cmsgpack): parsing one bulk string in C instead of a nested reply element by element is what keeps a
+# full check near the SCAN + TTL floor. ARGV[1] holds one letter per key: 'h' a layout key, 'g' a generic
+# one. Per key, flat: PTTL, then the HGETALL of a hash (layout keys; the error text when the key is not a
+# hash) or MEMORY USAGE (generic keys), or false when the key is gone.
+# Slices are small enough that one script never holds the server for more than a millisecond or two.
+SCRIPT_SLICE = 100
+_READ_BATCH_LUA = """
+local out, n, flags = {}, 0, ARGV[1]
+for i, key in ipairs(KEYS) do
+  local pttl = redis.call('PTTL', key)
+  local body = false
+  if pttl ~= -2 then
+    if string.byte(flags, i) == 103 then  -- 'g'
+      body = redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0') or 0
+    else
+      local reply = redis.pcall('HGETALL', key)
+      body = reply['err'] or reply
+    end
+  end
+  out[n + 1], out[n + 2], n = pttl, body, n + 2
+end
+return cmsgpack.pack(out)
+"""
 
 
 class Checks(RedisStore):
@@ -116,7 +143,7 @@ class Checks(RedisStore):
         last_seen = int(state["slowlog_last_id"]) if same_server and "slowlog_last_id" in state else None
         newest = max((int(e["id"]) for e in entries), default=-1 if last_seen is None else last_seen)
         slow = [] if last_seen is None else [{"id": int(e["id"]), "micros": int(e["duration"]), "command": _command(e)}
-                                             for e in entries if int(e["id"]) > last_seen]
+                                             for e in entries if int(e["id"]) > last_seen and _s(e.get("client_name", b"")) != CLIENT_NAME]
         try:
             latest = client.execute_command("LATENCY", "LATEST") or []
         except redis.ResponseError:
@@ -131,20 +158,70 @@ class Checks(RedisStore):
         return findings, metrics
 
     # ------------------------------------------------------------------ keys
-    def _key_findings(self, keys: list[bytes], kinds: list[str], checks: EntryChecks, counters: dict[str, int]) -> None:
+    _script_sha: bytes | str | None = None
+    _scripting = True  # False where the server or the user's ACL does not allow scripts
+
+    def _read_commands(self, keys: list[bytes], kinds: list[str]) -> list[tuple]:
+        """The commands that read `keys`: the batch script per slice, or two plain commands per key where
+        scripting is not allowed."""
+        flags = "".join("g" if kind == GENERIC else "h" for kind in kinds)
+        if self._scripting and self._script_sha is None:
+            try:
+                self._script_sha = self.client().script_load(_READ_BATCH_LUA)
+            except redis.ResponseError:
+                self._scripting = False
+        if self._scripting:
+            return [("EVALSHA", self._script_sha, len(part), *part, flags[start:start + SCRIPT_SLICE])
+                    for start in range(0, len(keys), SCRIPT_SLICE) if (part := keys[start:start + SCRIPT_SLICE])]
+        out: list[tuple] = []
+        for key, flag in zip(keys, flags, strict=True):
+            out += [("PTTL", key), ("MEMORY", "USAGE", key, "SAMPLES", "0") if flag == "g" else ("HGETALL", key)]
+        return out
+
+    def _parse_reads(self, replies: list, keys: list[bytes], kinds: list[str]) -> list[tuple[int, object]]:
+        """(pttl, body) per key: body is the hash's fields (dict), the generic key's memory usage (int), or an
+        exception (a layout key that is not a hash)."""
+        if self._scripting:
+            if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                self._script_sha = None  # the script cache was flushed meanwhile: load it again and read anew
+                return self._read_keys(keys, kinds)
+            if any(isinstance(r, redis.exceptions.NoPermissionError) for r in replies):
+                self._scripting = False  # the ACL loads scripts but does not run them: plain commands
+                return self._read_keys(keys, kinds)
+        if self._scripting:
+            flat = [item for blob in replies for item in (msgpack.unpackb(blob, raw=True) if isinstance(blob, bytes) else _raise(blob))]
+        else:
+            flat = replies
+        out: list[tuple[int, object]] = []
+        for i, kind in enumerate(kinds):
+            pttl, body = flat[2 * i], flat[2 * i + 1]
+            if kind == GENERIC:
+                body = body if isinstance(body, int) else 0
+            elif isinstance(body, list):
+                body = dict(zip(body[::2], body[1::2], strict=True))
+            elif isinstance(body, bytes | Exception):
+                body = body if isinstance(body, Exception) else redis.ResponseError(body.decode(errors="replace"))
+            elif not isinstance(body, dict):
+                body = redis.ResponseError("the key vanished")
+            out.append((int(pttl), body))
+        return out
+
+    def _read_keys(self, keys: list[bytes], kinds: list[str]) -> list[tuple[int, object]]:
+        """Read `keys` now, in one pipelined round trip."""
+        pipe = self.client().pipeline(transaction=False)
+        for command in self._read_commands(keys, kinds):
+            pipe.execute_command(*command)
+        return self._parse_reads(pipe.execute(raise_on_error=False), keys, kinds)
+
+    def _key_findings(self, keys: list[bytes], kinds: list[str], checks: EntryChecks, counters: dict[str, int],
+                      replies: list[tuple[int, object]] | None = None) -> None:
         opt = self.config.opt
         big = int(opt("big_key_bytes", 1 << 20))
-        pipe = self.client().pipeline(transaction=False)
-        for key, kind in zip(keys, kinds, strict=True):
-            pipe.pttl(key)
-            if kind == GENERIC:
-                pipe.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0")
-            else:
-                pipe.hgetall(key)
-        replies = pipe.execute(raise_on_error=False)
         add = checks.findings.append
-        for i, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
-            pttl, body = replies[2 * i], replies[2 * i + 1]
+        entries = []
+        feed = entries.append
+        replies = self._read_keys(keys, kinds) if replies is None else replies
+        for key, kind, (pttl, body) in zip(keys, kinds, replies, strict=True):
             if pttl == -2:
                 continue  # expired or deleted between SCAN and read
             subject = subject_of(key)
@@ -164,20 +241,26 @@ class Checks(RedisStore):
                 if problem:
                     add(Finding("redis.entry_undecodable", subject, {"layout": kind, "why": problem}))
                 elif entry is not None:
-                    checks.feed(entry)
+                    feed(entry)
             counters["bytes"] += size
             if size >= big:
                 add(Finding("redis.big_keys", subject, {"bytes": size, "layout": kind}))
+        checks.feed_many(entries)
 
     def _scan(self, checks: EntryChecks) -> dict[str, int]:
         redisvl, generic = self.prefixes()
         langchain = bool(self.config.opt("langchain", True))
         counters = {"cache_keys": 0, "with_ttl": 0, "bytes": 0, "scanned": 0}
-        for batch in self.scan_batches():
-            counters["scanned"] += len(batch)
+
+        def reads(batch: list[bytes]) -> tuple[list[tuple], tuple[list[bytes], list[str]]]:
             pairs = [(k, kind) for k in batch if (kind := classify(k, redisvl, generic, langchain))]
-            if pairs:
-                self._key_findings([k for k, _ in pairs], [kind for _, kind in pairs], checks, counters)
+            keys, kinds = [k for k, _ in pairs], [kind for _, kind in pairs]
+            return (self._read_commands(keys, kinds) if keys else []), (keys, kinds)
+
+        for batch, (keys, kinds), replies in self.scan_reading(reads):
+            counters["scanned"] += len(batch)
+            if keys:
+                self._key_findings(keys, kinds, checks, counters, self._parse_reads(replies, keys, kinds))
         return counters
 
     # ------------------------------------------------------------------ protocol
@@ -250,6 +333,10 @@ class Checks(RedisStore):
         except redis.RedisError as exc:
             raise BackendError(f"{self.shown_location}: {describe_error(exc)}") from exc
         return out
+
+
+def _raise(exc: BaseException):
+    raise exc
 
 
 def _s(value) -> str:

@@ -4,7 +4,7 @@ batches at a bounded rate (full speed only for on-demand checks). Never KEYS, ne
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,6 +13,7 @@ import redis
 from healing.backends.base import BackendError, TargetConfig
 
 SERVER = "server"
+CLIENT_NAME = "aicache-healing"  # how the product shows in CLIENT LIST and SLOWLOG
 
 
 class Unreachable(BackendError):
@@ -26,7 +27,7 @@ def describe_error(exc: BaseException) -> str:
         return "the server did not answer in time"
     if isinstance(exc, redis.ConnectionError):
         return f"cannot connect: {exc}"
-    if isinstance(exc, redis.ResponseError) and "NOPERM" in str(exc):
+    if isinstance(exc, redis.exceptions.NoPermissionError):
         return f"the user lacks a permission: {exc}"
     return f"{exc.__class__.__name__}: {exc}"
 
@@ -46,7 +47,7 @@ class RedisStore:
         if self._client is None:
             timeout = float(self.config.opt("socket_timeout", 5.0))
             kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "decode_responses": False,
-                                      "health_check_interval": 0}
+                                      "health_check_interval": 0, "client_name": CLIENT_NAME}
             db = self.config.opt("db", None)
             if db is not None:
                 kwargs["db"] = int(db)
@@ -73,24 +74,54 @@ class RedisStore:
         generic = [p.encode() for p in self.config.opt("prefixes", [])]
         return redisvl, generic
 
-    def scan_batches(self) -> Iterator[list[bytes]]:
-        """SCAN the keyspace in small batches. Scheduled checks keep under `scan_keys_per_second`;
+    def _scan_pace(self) -> tuple[int, float | None]:
+        """(SCAN COUNT, keys per second or None): scheduled checks keep under `scan_keys_per_second`;
         on-demand checks run at full speed."""
         full = self.config.full_speed
         count = int(self.config.opt("scan_batch", 1000 if full else 250))
-        rate = None if full else float(self.config.opt("scan_keys_per_second", 5000))
-        cursor = 0
-        client = self.client()
-        started = time.monotonic()
-        seen = 0
-        while True:
-            cursor, keys = client.scan(cursor=cursor, count=count)
-            if keys:
+        return count, None if full else float(self.config.opt("scan_keys_per_second", 5000))
+
+    def scan_reading(self, commands_for: Callable[[list[bytes]], tuple[list[tuple], Any]]) -> Iterator[tuple[list[bytes], Any, list]]:
+        """SCAN, and read each batch with the commands `commands_for(keys)` returns with a context of the
+        caller's: (keys, context, the commands' replies) per batch, a reply that is an error as the exception. A batch's reads go out in one write with the
+        next SCAN, and are sent before the previous batch is handed over, so the server answers batch N+1
+        while the caller checks batch N: one round trip per batch, and neither side waits for the other."""
+        count, rate = self._scan_pace()
+        pool = self.client().connection_pool
+        conn = pool.get_connection()
+        clean = False
+        try:
+            conn.send_command("SCAN", 0, "COUNT", count)
+            cursor, keys = conn.read_response()
+            started, seen, ready = time.monotonic(), 0, None
+            while True:
+                reads, context = commands_for(keys)
+                last = int(cursor) == 0
+                conn.send_packed_command(conn.pack_commands(reads + ([] if last else [("SCAN", cursor, "COUNT", count)])))
+                if ready is not None:
+                    yield ready
+                replies = []
+                for _ in range(len(reads) + (0 if last else 1)):
+                    try:
+                        replies.append(conn.read_response())
+                    except redis.ResponseError as exc:
+                        replies.append(exc)
+                if not last:
+                    scanned = replies.pop()
+                    if isinstance(scanned, Exception):
+                        raise scanned
+                ready = (keys, context, replies)
+                if last:
+                    yield ready
+                    clean = True
+                    return
+                cursor, keys = scanned
                 seen += len(keys)
-                yield keys
-            if cursor == 0:
-                return
-            if rate:
-                ahead = seen / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
+                if rate:
+                    ahead = seen / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        finally:
+            if not clean:
+                conn.disconnect()  # replies may still be on the wire: never hand this socket to anyone else
+            pool.release(conn)

@@ -127,14 +127,17 @@ class Checks(SqliteStore):
         entries = 0
         soft_deleted: set[int] = set()
         decode = layout.decode
-        feed = checks.feed
+        batch: list = []  # entries are checked a thousand at a time: the content tests' pre-filters work per batch
         for row in self.readable_rows(conn, layout.entry_table, layout.columns, damaged=damaged, lo=lo, hi=hi):
             entries += 1
             decoded = decode(row)
             if decoded.problem:
                 findings.append(Finding("sqlite.row_undecodable", f"{layout.entry_table}:{row[0]}", {"why": decoded.problem}))
             elif decoded.entry is not None:
-                feed(decoded.entry)
+                batch.append(decoded.entry)
+                if len(batch) >= 1000:
+                    checks.feed_many(batch)
+                    batch = []
             elif isinstance(layout, GptCacheDb):
                 soft_deleted.add(row[0])
         if everything and isinstance(layout, GptCacheDb):
@@ -143,7 +146,8 @@ class Checks(SqliteStore):
                 if decoded.problem:
                     findings.append(Finding("sqlite.row_undecodable", f"gptcache_answer:{row[0]}", {"why": decoded.problem}))
                 elif decoded.entry is not None:
-                    feed(decoded.entry)
+                    batch.append(decoded.entry)
+        checks.feed_many(batch)
         if everything:
             present = self.tables(conn)
             for table, query in layout.orphan_queries():

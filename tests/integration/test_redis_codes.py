@@ -168,3 +168,20 @@ def test_a_user_whose_acl_refuses_scripts_gets_the_same_findings(refused, redis_
             assert "not a hash" in undecodable[wrong_type]
     finally:
         client.execute_command("ACL", "DELUSER", "noscripts")
+
+
+def test_scheduled_checks_keep_under_the_targets_scan_rate(redis_srv, db):
+    """Continuous monitoring is paced (SCAN in small batches, at most `scan_keys_per_second`); only a check
+    someone asked for runs at full speed. A lower bound on the time taken, so never flaky."""
+    import time
+
+    from tests.llm_clients import langchain_redis
+
+    langchain_redis(redis_srv.client(), 1000)
+    target = services.target_create(actor=Actor.system("test"), name="paced", kind="redis", location=redis_srv.url,
+                                    options={"scan_keys_per_second": 400, "scan_batch": 250})
+    started = time.monotonic()
+    report = services.check_target(target_id=target.pk, trigger="schedule")
+    elapsed = time.monotonic() - started
+    assert report.run.status == "healthy" and report.run.stats["entries"] == 1000
+    assert elapsed >= 1.5, f"1,000 keys at 400 keys/s took {elapsed:.2f} s: the pace was not kept"

@@ -79,7 +79,7 @@ class RedisStore:
         on-demand checks run at full speed."""
         full = self.config.full_speed
         count = int(self.config.opt("scan_batch", 1000 if full else 250))
-        return count, None if full else float(self.config.opt("scan_keys_per_second", 5000))
+        return count, None if full else float(self.config.opt("scan_keys_per_second", 2000))
 
     def scan_reading(self, commands_for: Callable[[list[bytes]], tuple[list[tuple], Any]]) -> Iterator[tuple[list[bytes], Any, list]]:
         """SCAN, and read each batch with the commands `commands_for(keys)` returns with a context of the
@@ -93,7 +93,7 @@ class RedisStore:
         try:
             conn.send_command("SCAN", 0, "COUNT", count)
             cursor, keys = conn.read_response()
-            started, seen, ready = time.monotonic(), 0, None
+            next_at, ready = time.monotonic(), None
             while True:
                 reads, context = commands_for(keys)
                 last = int(cursor) == 0
@@ -116,11 +116,13 @@ class RedisStore:
                     clean = True
                     return
                 cursor, keys = scanned
-                seen += len(keys)
                 if rate:
-                    ahead = seen / rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
+                    # paced from the previous batch, not from the start: a scan that was held up (a slow
+                    # server, a paused worker) goes on at its pace and never bursts to catch up
+                    now = time.monotonic()
+                    next_at = max(next_at + len(keys) / rate, now)
+                    if next_at > now:
+                        time.sleep(next_at - now)
         finally:
             if not clean:
                 conn.disconnect()  # replies may still be on the wire: never hand this socket to anyone else

@@ -185,3 +185,28 @@ def test_scheduled_checks_keep_under_the_targets_scan_rate(redis_srv, db):
     elapsed = time.monotonic() - started
     assert report.run.status == "healthy" and report.run.stats["entries"] == 1000
     assert elapsed >= 1.5, f"1,000 keys at 400 keys/s took {elapsed:.2f} s: the pace was not kept"
+
+
+def test_a_tls_redis_with_a_password_is_checked_and_a_wrong_ca_is_a_clear_refusal(tmp_path, db):
+    from tests.llm_clients import langchain_redis, langchain_redis_key
+    from tests.redis_server import RedisServer, self_signed_cert
+
+    server = RedisServer(tmp_path / "tls", tls=True, password="tls-Pw9")
+    try:
+        langchain_redis(server.client(), 20)
+        langchain_redis(server.client(), 1, ttl=None, start=50)
+        target = services.target_create(actor=Actor.system("test"), name="tls-cache", kind="redis", location=server.url)
+        assert target.location.startswith("rediss://") and "tls-Pw9" not in target.location
+        report = services.check_target(target_id=target.pk)
+        assert report.run.status == "issues", report.run.error
+        assert {c: [f.subject for f in fs] for c, fs in report.grouped.items()} == {
+            "redis.keys_without_ttl": [langchain_redis_key("prompt number 50: explain topic 50")]}
+
+        other_ca, _ = self_signed_cert(tmp_path)
+        wrong = services.target_create(actor=Actor.system("test"), name="tls-wrong-ca", kind="redis",
+                                       location=server.url.replace(str(server.ca_cert), str(other_ca)))
+        report = services.check_target(target_id=wrong.pk)
+        assert report.run.status == "failed" and "target.unreachable" in report.grouped
+        assert "certificate verify failed" in report.run.error, report.run.error
+    finally:
+        server.stop()

@@ -1,5 +1,6 @@
-"""A clearly labelled demo store: realistic aicache entries with a few injected faults, so that a
-newcomer sees the whole loop (detect, diagnose, repair, verify) within a minute of starting."""
+"""Clearly labelled demo stores — an aicache file store and an aicache `cache.db` — with realistic
+entries and a few injected faults, so that a newcomer sees the whole loop (detect, diagnose, repair,
+verify) within a minute of starting, with nothing else to install."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import hashlib
 import json
 import os
 import random
+import sqlite3
 import time
+import zlib
 from pathlib import Path
+
+import msgpack
 
 PROMPTS = [
     "Summarise the attached incident report in three bullet points",
@@ -97,3 +102,71 @@ def _write(path: Path, entry: dict, *, mtime: float) -> None:
     path.write_text(json.dumps(entry, indent=2))
     os.chmod(path, 0o600)
     os.utime(path, (mtime, mtime))
+
+
+# aicache EnhancedCache's table, as the client creates it (values are msgpack, then zlib)
+AICACHE_DB_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cache_entries (
+    cache_key TEXT PRIMARY KEY, prompt TEXT NOT NULL, response BLOB NOT NULL, context BLOB, timestamp REAL NOT NULL,
+    access_count INTEGER DEFAULT 0, last_accessed REAL, response_size INTEGER, compression_ratio REAL DEFAULT 1.0,
+    semantic_tags TEXT, cost_estimate REAL DEFAULT 1.0, priority_score REAL DEFAULT 0.0
+);
+CREATE INDEX IF NOT EXISTS idx_timestamp_accessed ON cache_entries(timestamp, last_accessed);
+CREATE INDEX IF NOT EXISTS idx_timestamp ON cache_entries(timestamp);
+"""
+DEMO_SQLITE_MODELS = ["gpt-4o*", "claude-3-5-*", "gemini-1.5-*"]
+
+
+def build_demo_sqlite(path: Path, *, rows: int = 150, seed: int = 11) -> Path:
+    """Write the demo `cache.db` (idempotent: an existing file is left alone). Allowed models for its
+    target: DEMO_SQLITE_MODELS."""
+    path = Path(path)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    now = time.time()
+    tmp = path.with_name(path.name + ".building")
+    tmp.unlink(missing_ok=True)
+    conn = sqlite3.connect(tmp)
+    conn.executescript(AICACHE_DB_SCHEMA)
+
+    def put(prompt: str, response: str, context: dict, at: float, *, blob: bytes | None = None) -> None:
+        key = hashlib.sha256(prompt.encode() + msgpack.packb(context, use_bin_type=True)).hexdigest()
+        packed = blob if blob is not None else _pack(response)
+        conn.execute("INSERT OR REPLACE INTO cache_entries (cache_key, prompt, response, context, timestamp, access_count, last_accessed, "
+                     "response_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (key, prompt, packed, _pack(context), at, rng.randint(0, 30), at + rng.uniform(0, 3000), len(response.encode())))
+
+    for i in range(rows):
+        prompt = f"{rng.choice(PROMPTS)} (ticket {1000 + i})"
+        model = rng.choice(["gpt-4o-mini", "claude-3-5-sonnet", "gemini-1.5-pro"])
+        put(prompt, ANSWER.format(prompt=prompt, n=rng.randint(2, 7)), {"model": model, "temperature": 0}, now - rng.uniform(3600, 20 * 86400))
+    outage = now - 5 * 3600
+    # a provider outage cached as answers, within minutes
+    for i, text in enumerate(["Service Unavailable", "Error code: 429 - Rate limit reached for requests. Please try again in 20s.",
+                              "upstream connect error or disconnect/reset before headers"]):
+        put(f"Summarise yesterday's deploy log (run {i})", text, {"model": "gpt-4o-mini", "temperature": 0}, outage + i * 90)
+    # answers from a model the team retired
+    for i in range(4):
+        prompt = f"Classify the sentiment of review #{i}"
+        put(prompt, ANSWER.format(prompt=prompt, n=3), {"model": "text-davinci-003", "temperature": 0}, now - 40 * 86400 - i)
+    # the same prompt cached under unstable keys (a request id in the context)
+    for i in range(2):
+        prompt = "Explain our refund policy to a customer in two sentences"
+        put(prompt, ANSWER.format(prompt=prompt, n=2), {"model": "gpt-4o-mini", "request_id": f"req-{rng.getrandbits(48):012x}"}, now - 7200 + i)
+    # a secret pasted into a prompt
+    prompt = "Why does aws s3 ls fail with AKIAIOSFODNN7EXAMPLE as the access key?"
+    put(prompt, ANSWER.format(prompt=prompt, n=4), {"model": "gpt-4o-mini", "temperature": 0}, now - 86400)
+    # a row torn by a crash: the response blob cut short
+    prompt = "Write release notes for version 4.2"
+    put(prompt, ANSWER.format(prompt=prompt, n=5), {"model": "gpt-4o-mini", "temperature": 0}, now - 3 * 3600,
+        blob=_pack(ANSWER.format(prompt=prompt, n=5))[:17])
+    conn.commit()
+    conn.close()
+    os.replace(tmp, path)
+    return path
+
+
+def _pack(data) -> bytes:
+    return zlib.compress(msgpack.packb(data, use_bin_type=True), level=6)

@@ -169,6 +169,30 @@ class Command(BaseCommand):
         for row in rows:
             self.stdout.write(f"#{row['id']:<5} {row['target']:<20} {row['status']:<18} {row['risk']:<8} {row['action']:<22} {row['code']}")
 
+    def _demo_targets(self, demo_dir: Path) -> None:
+        """The demo stores, each registered once: `var/demo-targets` remembers which, so that a demo target an
+        admin deleted does not come back at the next start."""
+        from healing.demo import DEMO_SQLITE_MODELS, build_demo_sqlite, build_demo_store
+
+        marker = Path(settings.VAR_DIR) / "demo-targets"
+        done = set(marker.read_text().split()) if marker.exists() else set()
+        done |= set(CacheTarget.objects.filter(is_demo=True).values_list("name", flat=True))
+        if "demo-injected-faults" not in done:
+            root = build_demo_store(demo_dir)
+            services.target_create(actor=Actor.system("bootstrap"), name="demo-injected-faults", location=str(root), labels=["demo"],
+                                   description="DEMO aicache file store with injected faults (HEALING_DEMO=0 turns it off)",
+                                   check_interval_seconds=60, is_demo=True)
+            self.stdout.write(f"registered the demo store at {root}")
+            done.add("demo-injected-faults")
+        if "demo-sqlite-injected-faults" not in done:
+            path = build_demo_sqlite(demo_dir.with_name(demo_dir.name + "-sqlite") / "cache.db")
+            services.target_create(actor=Actor.system("bootstrap"), name="demo-sqlite-injected-faults", kind="sqlite", location=str(path),
+                                   labels=["demo"], allowed_models=DEMO_SQLITE_MODELS, check_interval_seconds=60, is_demo=True,
+                                   description="DEMO aicache cache.db (SQLite) with injected faults (HEALING_DEMO=0 turns it off)")
+            self.stdout.write(f"registered the demo SQLite cache at {path}")
+            done.add("demo-sqlite-injected-faults")
+        marker.write_text("\n".join(sorted(done)) + "\n")
+
     def _bootstrap(self) -> None:
         conf = settings.HEALING
         User = get_user_model()
@@ -186,14 +210,8 @@ class Command(BaseCommand):
             services.target_create(actor=Actor.system("bootstrap"), name="home-aicache", location=str(home), labels=["local"],
                                    description="~/.cache/aicache of the user running the product")
             self.stdout.write(f"registered {home}")
-        if conf["DEMO"] and not CacheTarget.objects.filter(is_demo=True).exists():
-            from healing.demo import build_demo_store
-
-            root = build_demo_store(Path(conf["DEMO_DIR"]))
-            services.target_create(actor=Actor.system("bootstrap"), name="demo-injected-faults", location=str(root), labels=["demo"],
-                                   description="DEMO store with injected faults (HEALING_DEMO=0 turns it off)",
-                                   check_interval_seconds=60, is_demo=True)
-            self.stdout.write(f"registered the demo store at {root}")
+        if conf["DEMO"]:
+            self._demo_targets(Path(conf["DEMO_DIR"]))
         self.stdout.write("")
         self.stdout.write("=" * 72)
         bind = os.environ.get("HEALING_BIND", "127.0.0.1:8000")

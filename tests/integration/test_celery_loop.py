@@ -14,15 +14,43 @@ from tests.failure_injection.faults import INJECTORS
 from tests.integration.celery_procs import start_beat, start_worker, wait_until
 
 
+@pytest.fixture(params=["filesystem", "redis"])
+def broker(request):
+    """The embedded broker (kombu's filesystem transport), and Redis as production runs it: the worker,
+    beat and this process (which enqueues after commit) all switched to the session's redis-server."""
+    if request.param == "filesystem":
+        yield {}
+        return
+    import redis
+
+    from config.celery import app
+
+    url = request.getfixturevalue("redis_server").url.rsplit("/", 1)[0] + "/15"
+    redis.Redis.from_url(url).flushdb()  # the test's own server: an empty queue
+    saved = app.conf.broker_url, app.conf.broker_transport_options
+
+    def use(broker_url, options):
+        app.conf.broker_url, app.conf.broker_transport_options = broker_url, options
+        app.pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    use(url, {})
+    try:
+        yield {"CELERY_BROKER_URL": url}
+    finally:
+        use(*saved)
+
+
 @pytest.mark.postgres_too
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_beat_and_worker_run_the_loop_end_to_end(store, make_target, approver, tmp_path):
+def test_beat_and_worker_run_the_loop_end_to_end(broker, store, make_target, approver, tmp_path):
     orphan = INJECTORS["fs.index_orphan"](store)[0]
     corrupt = INJECTORS["fs.entry_corrupt"](store)[0]
     target = make_target(store, check_interval_seconds=3600)
-    worker = start_worker(tmp_path)
-    beat = start_beat(tmp_path)
+    worker = start_worker(tmp_path, **broker)
+    beat = start_beat(tmp_path, **broker)
     try:
         wait_until(lambda: Repair.objects.filter(code="fs.index_orphan", status=RepairStatus.SUCCEEDED).exists(), what="the auto-approved repair")
         assert CheckRun.objects.filter(target=target, trigger="schedule").exists(), "beat dispatched the pass"
@@ -40,6 +68,8 @@ def test_beat_and_worker_run_the_loop_end_to_end(store, make_target, approver, t
 
         assert (Path(corrupt_repair.workdir) / "files" / corrupt).exists(), "quarantined, not deleted"
         assert AuditEvent.objects.filter(action="repair.succeeded", object_id=str(corrupt_repair.pk)).count() == 1
+        if broker:
+            assert "redis://" in worker.log.read_text() and "filesystem://" not in worker.log.read_text(), "the worker used the Redis broker"
     finally:
         beat.stop()
         worker.stop()

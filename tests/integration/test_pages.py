@@ -22,6 +22,10 @@ def test_an_operator_sees_the_fault_and_an_approver_approves_it_in_the_page(clie
     assert "fs.entry_corrupt" in page and target.name in page
     issue_page = client.get(f"/issues/{issue.pk}/").content.decode()
     assert "Corrupt entry" in issue_page and issue.sample[0]["subject"] in issue_page
+    from datetime import UTC, datetime
+
+    mtime = datetime.fromtimestamp(issue.sample[0]["mtime"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f"mtime: {mtime}" in issue_page, "times in a subject's detail read as dates, not epoch seconds"
     download = client.get(f"/issues/{issue.pk}/subjects.jsonl")
     assert download.status_code == 200 and issue.sample[0]["subject"] in download.content.decode()
     refused = client.post(f"/repairs/{repair.pk}/approve/", {"comment": "me"}, follow=True).content.decode()

@@ -74,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=200_000)
     parser.add_argument("--dir", default=None)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="healing-bench-"))
     root = scratch / f"store-{args.entries}"
@@ -87,11 +87,13 @@ def main() -> None:
                           scan_processes=min(2, os.cpu_count() or 1))
     backend = AicacheFsBackend(config)
 
-    floor = min(floor_seconds(root) for _ in range(args.repeat))
-    fulls, findings = [], None
+    # each measurement right after a floor of its own: this machine's speed drifts by 10-20 % over a
+    # minute, and a floor taken minutes earlier would put that drift into the ratio
+    floors, fulls, findings = [], [], None
     for _ in range(args.repeat):
         for old in state.parent.glob(state.name + "*"):
             old.unlink()
+        floors.append(floor_seconds(root))
         started = time.perf_counter()
         outcome = backend.check(incremental=False)
         fulls.append(time.perf_counter() - started)
@@ -100,11 +102,13 @@ def main() -> None:
     rescans, read = [], 0
     for _ in range(args.repeat):
         touch_one_percent(root, names, rng)
+        floors.append(floor_seconds(root))
         started = time.perf_counter()
         outcome = backend.check(incremental=True)
         rescans.append(time.perf_counter() - started)
         read = outcome.stats["files_read"]
         assert not outcome.findings, outcome.findings[:3]
+    floor = min(floors)
     full, rescan = min(fulls), min(rescans)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"entries                 {len(names)}")

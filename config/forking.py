@@ -3,6 +3,7 @@ processes may not start multiprocessing children). Used by the file-store scan a
 
 from __future__ import annotations
 
+import gc
 import marshal
 import os
 from collections.abc import Callable
@@ -14,13 +15,20 @@ class PartFailed(Exception):
 
 
 def run_parts(fn: Callable[..., Any], jobs: list[tuple], *, before_child: Callable[[], None] | None = None) -> list[Any]:
-    """`fn(*job)` for each job: the first here, the others in forked children. Results (plain data)
-    come back marshalled through a pipe, in job order. A failing part raises PartFailed."""
+    """`fn(*job)` for each job, each in a forked child (a single job runs here). Results (plain data)
+    come back marshalled through a pipe, in job order. A failing part raises PartFailed. The parent only
+    waits: the parts' large working sets end with their processes instead of being freed object by
+    object here."""
+    if len(jobs) <= 1:
+        return [fn(*job) for job in jobs]
     children = []
-    for job in jobs[1:]:
+    for job in jobs:
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
+            # a short-lived child that ends with os._exit: the cycle collector would only walk, again and
+            # again, the heap it inherited while the part builds its hundreds of thousands of tuples
+            gc.disable()
             os.close(read_end)
             try:
                 if before_child:
@@ -36,10 +44,6 @@ def run_parts(fn: Callable[..., Any], jobs: list[tuple], *, before_child: Callab
         children.append((pid, read_end))
     results: list[Any] = []
     failure: BaseException | None = None
-    try:
-        results.append(fn(*jobs[0]))
-    except BaseException as exc:
-        failure = exc
     for pid, read_end in children:
         chunks = []
         while chunk := os.read(read_end, 1 << 20):

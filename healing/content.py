@@ -90,9 +90,6 @@ def find_secrets(text: str) -> list[str]:
 
 
 _SECRET_TRIGGER_TEXTS = sorted({trigger for trigger, _ in _SECRET_TRIGGERS})
-
-
-_SECRET_TRIGGER_BYTES = [trigger.encode() for trigger, _ in _SECRET_TRIGGERS]
 _POISON_TRIGGER_TEXTS = sorted({trigger for trigger, _ in _POISON_TRIGGERS} | {"```"})
 
 
@@ -133,9 +130,3 @@ def poison_candidates(responses: list[str]) -> list[int]:
 def secret_candidates(texts: list[str]) -> list[int]:
     """Indices of the texts in which some secret format may occur (a superset; `find_secrets` decides)."""
     return sorted(_containing(texts, _SECRET_TRIGGER_TEXTS))
-
-
-def may_hold_secrets_bytes(raw: bytes) -> bool:
-    """False when no secret format can occur anywhere in `raw`: lets a caller skip scanning its parts.
-    (JSON escapes non-ASCII but leaves every trigger, all ASCII, as it is.)"""
-    return any(trigger in raw for trigger in _SECRET_TRIGGER_BYTES)

@@ -39,7 +39,7 @@ from healing.backends.base import (
     CheckOutcome,
     Finding,
 )
-from healing.content import find_secrets
+from healing.content import find_secrets, secret_candidates
 
 
 class Checks(StoreAccess):
@@ -232,14 +232,15 @@ class Checks(StoreAccess):
         else:
             assert index is not None
             index_mtime = index_st.st_mtime if index_st else 0
-            mine = index if parts == 1 else {k: r for k, r in index.items() if ord(k[0] if k else "0") % parts == part}
-            index_records = len(mine)
-            # one pass of substring searches over the previews decides whether each needs scanning
-            scan_previews = self.index_may_hold_secrets
-            for key, record in mine.items():
-                name = f"{key}.json"
+            previews: list[str] = []
+            preview_keys: list[str] = []
+            for key, record in index.items():
+                if parts > 1 and ord(key[0] if key else "0") % parts != part:
+                    continue  # another part's record
+                index_records += 1
                 s = valid_keys.get(key)
                 if s is None:
+                    name = f"{key}.json"
                     if name in entries:
                         continue  # the entry itself is broken and reported as such
                     if stable("dangling:" + key, index_mtime):
@@ -261,13 +262,17 @@ class Checks(StoreAccess):
                     if not in_sync:
                         diffs = record_disagreement(record, s)
                         if diffs:
-                            findings.append(("fs.index_stale", name, {"fields": diffs}))
-                if scan_previews and isinstance(record, dict):
-                    preview = record.get("prompt_preview")
-                    if isinstance(preview, str) and preview:
-                        leaked = find_secrets(preview)
-                        if leaked:
-                            findings.append(("ai.secret_leak", name, {"where": "index prompt_preview", "found": leaked}))
+                            findings.append(("fs.index_stale", f"{key}.json", {"fields": diffs}))
+                preview = record.get("prompt_preview") if isinstance(record, dict) else None
+                if isinstance(preview, str) and preview:
+                    previews.append(preview)
+                    preview_keys.append(key)
+            # the previews of a whole part searched at once: only those where a secret format may occur
+            # are scanned with the patterns
+            for i in secret_candidates(previews):
+                leaked = find_secrets(previews[i])
+                if leaked:
+                    findings.append(("ai.secret_leak", f"{preview_keys[i]}.json", {"where": "index prompt_preview", "found": leaked}))
             for key, s in valid_keys.items():
                 if key not in index:
                     if s[S_MTIME] <= young_ns:

@@ -29,7 +29,6 @@ from healing.backends.fsutil import (
     read_bytes,
     sha256_bytes,
 )
-from healing.content import may_hold_secrets_bytes
 
 
 class StoreAccess:
@@ -38,7 +37,6 @@ class StoreAccess:
     def __init__(self, config: TargetConfig) -> None:
         self.config = config
         self.root = Path(config.location).expanduser()
-        self.index_may_hold_secrets = True
 
     # ------------------------------------------------------------------ describe
     def describe(self) -> dict[str, Any]:
@@ -156,8 +154,6 @@ class StoreAccess:
                 continue
             if not isinstance(index, dict):
                 return None, f"wrong shape: top level is {type(index).__name__}, not an object", st
-            # whether any secret format occurs anywhere in the index: if not, previews need no scan
-            self.index_may_hold_secrets = may_hold_secrets_bytes(data)
             return index, None, st
         return None, problem, st
 

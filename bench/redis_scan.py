@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import best  # noqa: E402
 from healing.backends.base import TargetConfig  # noqa: E402
 from healing.backends.redis import RedisBackend  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
@@ -61,15 +62,6 @@ def floor_pass(client) -> int:
             seen += len(pipe.execute())
         if cursor == 0:
             return seen
-
-
-def best(fn, runs: int):
-    times, result = [], None
-    for _ in range(runs):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return min(times), result
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import best  # noqa: E402
 from healing.backends.base import TargetConfig  # noqa: E402
 from healing.backends.sqlite import SqliteBackend  # noqa: E402
 from tests.llm_clients import AICACHE_SCHEMA  # noqa: E402
@@ -54,15 +55,6 @@ def build(path: Path, rows: int) -> None:
                          "compression_ratio, cost_estimate, priority_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
     conn.commit()
     conn.close()
-
-
-def best(fn, runs: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(runs):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return min(times), result
 
 
 def main() -> None:

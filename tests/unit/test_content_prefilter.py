@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from healing.content import find_secrets, poison_candidates, poison_reason, secret_candidates
 
 PIECES = [
@@ -21,25 +23,16 @@ def _texts(rng: random.Random, count: int) -> list[str]:
     return ["".join(rng.choice(PIECES) for _ in range(rng.randint(0, 4))) for _ in range(count)]
 
 
-def test_every_poisoned_response_is_a_candidate():
+@pytest.mark.parametrize(("flags", "prefilter"), [(poison_reason, poison_candidates), (find_secrets, secret_candidates)],
+                         ids=["poisoned", "secrets"])
+def test_every_text_the_full_test_flags_is_a_candidate(flags, prefilter):
     rng = random.Random(20261204)
     total = 0
     for _ in range(300):
         texts = _texts(rng, rng.randint(1, 40))
-        flagged = {i for i, text in enumerate(texts) if poison_reason(text)}
-        assert flagged <= set(poison_candidates(texts))
+        flagged = {i for i, text in enumerate(texts) if flags(text)}
+        assert flagged <= set(prefilter(texts))
         total += len(flagged)
-    assert total > 1000, "the batches must hold plenty to find, or the test proves nothing"
-
-
-def test_every_text_holding_a_secret_is_a_candidate():
-    rng = random.Random(4)
-    total = 0
-    for _ in range(300):
-        texts = _texts(rng, rng.randint(1, 40))
-        leaking = {i for i, text in enumerate(texts) if find_secrets(text)}
-        assert leaking <= set(secret_candidates(texts))
-        total += len(leaking)
     assert total > 1000, "the batches must hold plenty to find, or the test proves nothing"
 
 

@@ -21,6 +21,7 @@ def broker(request):
     if request.param == "filesystem":
         yield {}
         return
+    import kombu.pools
     import redis
 
     from config.celery import app
@@ -31,7 +32,9 @@ def broker(request):
 
     def use(broker_url, options):
         app.conf.broker_url, app.conf.broker_transport_options = broker_url, options
-        app.pool.force_close_all()
+        # close and forget every connection and producer pool (kombu keeps a registry of them), so that
+        # the next enqueue, in this test or a later one, connects to the broker now configured
+        kombu.pools.reset()
         app._pool = None
         app.amqp._producer_pool = None
 

@@ -82,10 +82,11 @@ class RedisStore:
         return count, None if full else float(self.config.opt("scan_keys_per_second", 2000))
 
     def scan_reading(self, commands_for: Callable[[list[bytes]], tuple[list[tuple], Any]]) -> Iterator[tuple[list[bytes], Any, list]]:
-        """SCAN, and read each batch with the commands `commands_for(keys)` returns with a context of the
-        caller's: (keys, context, the commands' replies) per batch, a reply that is an error as the exception. A batch's reads go out in one write with the
-        next SCAN, and are sent before the previous batch is handed over, so the server answers batch N+1
-        while the caller checks batch N: one round trip per batch, and neither side waits for the other."""
+        """SCAN, and read each batch with the commands that `commands_for(keys)` returns along with a
+        context of the caller's. Yields (keys, context, the commands' replies) per batch; a reply that is
+        an error comes as the exception. A batch's reads go out in one write with the next SCAN, before
+        the previous batch is handed over, so the server answers batch N+1 while the caller checks batch
+        N: one round trip per batch, and neither side waits for the other."""
         count, rate = self._scan_pace()
         pool = self.client().connection_pool
         conn = pool.get_connection()

@@ -130,7 +130,7 @@ def test_a_password_typed_into_the_admin_is_stored_encrypted_and_used(redis_srv,
         target = CacheTarget.objects.get(name="prod-redis")
         assert "pw-Zq8x" not in target.location and "****" in target.location and "pw-Zq8x" not in target.secret
         report = services.check_target(target_id=target.pk)
-        assert report.run.status == "healthy", report.run.error  # the backend got the password back
+        assert report.run.status == "healthy", (report.run.error, dict(report.grouped))  # the backend got the password back
         bad = client.post("/admin/healing/cachetarget/add/", {"name": "bad", "kind": "redis", "location": "http://nope", "labels": "[]",
                                                              "check_interval_seconds": 300, "allowed_models": "[]", "options": "{}"})
         assert bad.status_code == 200 and "a Redis target needs a URL" in bad.content.decode()

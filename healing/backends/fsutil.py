@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import time
 from pathlib import Path
@@ -137,6 +138,41 @@ def take_out(path: Path, expected_sha: str, keep_dir: Path) -> str | None:
         return None
     _put_back(moving, path, keep_dir)
     return "written by the client during the repair"
+
+
+# what take_out and swap_in set aside (".NAME.healing-q-PID", ".NAME.healing-m-PID") and what
+# write_temp_beside writes (".NAME.healing-TAG-PID.tmp")
+_SET_ASIDE = re.compile(r"^\.(?P<name>.+)\.healing-(?P<tag>[a-z])-\d+(?P<tmp>\.tmp)?$")
+
+
+def recover_set_aside(root: Path, names: set[str], keep_dir: Path) -> dict[str, list[str]]:
+    """After a crash: put back what a repair had set aside for the files `names` in `root`.
+
+    A file set aside holds exactly what the path held when the step began, so it goes back to the path
+    (or, when something newer is there now, beside the quarantine: never deleted). Temp files hold only
+    bytes the repair wrote and are removed. Returns what was put back, kept and removed."""
+    out: dict[str, list[str]] = {"put_back": [], "kept": [], "removed": []}
+    try:
+        listing = os.listdir(root)
+    except OSError:
+        return out
+    for leftover in listing:
+        match = _SET_ASIDE.match(leftover)
+        if not match or match["name"] not in names:
+            continue
+        path, aside = root / match["name"], root / leftover
+        if match["tmp"]:
+            aside.unlink(missing_ok=True)
+            out["removed"].append(leftover)
+        elif os.path.lexists(path):
+            _put_back(aside, path, keep_dir)
+            out["kept"].append(leftover)
+        else:
+            _put_back(aside, path, keep_dir)
+            out["put_back"].append(match["name"])
+    if any(out.values()):
+        fsync_dir(root)
+    return out
 
 
 def _put_back(moving: Path, path: Path, keep_dir: Path) -> None:

@@ -32,6 +32,7 @@ from healing.backends.fsutil import (
     create_exclusive,
     file_fingerprint,
     read_bytes,
+    recover_set_aside,
     sha256_bytes,
     sha256_file,
     swap_in,
@@ -356,6 +357,9 @@ class Repairs(StoreAccess):
         restored: list[str] = []
         superseded: list[dict[str, str]] = []
         intents = [r for r in records if r.get("phase") == "intent"]
+        # a step killed half-way may have left its subject renamed aside: first put it back where it was
+        names = {INDEX_NAME if r["op"].startswith("index_") else r.get("subject") for r in intents} - {None, STORE}
+        recovered = recover_set_aside(self.root, names, workdir / "client-writes")
         done = {(r.get("seq"), r.get("op")): r for r in records if r.get("phase") == "done"}
         for intent in reversed(intents):
             op = intent["op"]
@@ -406,7 +410,7 @@ class Repairs(StoreAccess):
                     superseded.append({"subject": intent["subject"], "reason": "gone"})
             elif op in {"index_edit", "index_rebuild"}:
                 self._rollback_index(intent, records, workdir, restored, superseded)
-        journal.write({"phase": "rolled_back", "restored": len(restored), "superseded": len(superseded)})
+        journal.write({"phase": "rolled_back", "restored": len(restored), "superseded": len(superseded), "set_aside": recovered})
         return {"restored": restored, "superseded": superseded}
 
     def _rollback_index(self, intent: dict, records: list[dict], workdir: Path, restored: list, superseded: list) -> None:

@@ -167,9 +167,9 @@ class Checks(RedisStore):
         on-demand check (full speed, a person waiting) uses it, scheduled monitoring spares the server."""
         return self._scripting_allowed and bool(self.config.opt("read_script", self.config.full_speed))
 
-    def _read_commands(self, keys: list[bytes], kinds: list[str]) -> list[tuple]:
-        """The commands that read `keys`: the batch script per slice, or two plain commands per key where
-        scripting is not allowed."""
+    def _read_commands(self, keys: list[bytes], kinds: list[str]) -> tuple[list[tuple], bool]:
+        """The commands that read `keys`, and whether they are the batch script (one per slice) or plain
+        commands (two per key, where scripting is not allowed or not wanted)."""
         flags = "".join("g" if kind == GENERIC else "h" for kind in kinds)
         if self._scripting and self._script_sha is None:
             try:
@@ -178,26 +178,29 @@ class Checks(RedisStore):
                 self._scripting_allowed = False
         if self._scripting:
             return [("EVALSHA", self._script_sha, len(part), *part, flags[start:start + SCRIPT_SLICE])
-                    for start in range(0, len(keys), SCRIPT_SLICE) if (part := keys[start:start + SCRIPT_SLICE])]
+                    for start in range(0, len(keys), SCRIPT_SLICE) if (part := keys[start:start + SCRIPT_SLICE])], True
         out: list[tuple] = []
         for key, flag in zip(keys, flags, strict=True):
             out += [("PTTL", key), ("MEMORY", "USAGE", key, "SAMPLES", "0") if flag == "g" else ("HGETALL", key)]
-        return out
+        return out, False
 
-    def _parse_reads(self, replies: list, keys: list[bytes], kinds: list[str]) -> list[tuple[int, object]]:
+    def _parse_reads(self, replies: list, keys: list[bytes], kinds: list[str], scripted: bool) -> list[tuple[int, object]]:
         """(pttl, body) per key: body is the hash's fields (dict), the generic key's memory usage (int), or an
-        exception (a layout key that is not a hash)."""
-        if self._scripting:
+        exception (a layout key that is not a hash). `scripted` says how the replies were asked for: a scan
+        sends the next batch's reads before it parses this one, so the current mode may have changed since."""
+        flat = replies
+        if scripted:
             if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
                 self._script_sha = None  # the script cache was flushed meanwhile: load it again and read anew
                 return self._read_keys(keys, kinds)
             if any(isinstance(r, redis.exceptions.NoPermissionError) for r in replies):
                 self._scripting_allowed = False  # the ACL loads scripts but does not run them: plain commands
                 return self._read_keys(keys, kinds)
-        if self._scripting:
-            flat = [item for blob in replies for item in (msgpack.unpackb(blob, raw=True) if isinstance(blob, bytes) else _raise(blob))]
-        else:
-            flat = replies
+            flat = []
+            for blob in replies:
+                if isinstance(blob, Exception):
+                    raise blob
+                flat.extend(msgpack.unpackb(blob, raw=True))
         out: list[tuple[int, object]] = []
         for i, kind in enumerate(kinds):
             pttl, body = flat[2 * i], flat[2 * i + 1]
@@ -214,10 +217,11 @@ class Checks(RedisStore):
 
     def _read_keys(self, keys: list[bytes], kinds: list[str]) -> list[tuple[int, object]]:
         """Read `keys` now, in one pipelined round trip."""
+        commands, scripted = self._read_commands(keys, kinds)
         pipe = self.client().pipeline(transaction=False)
-        for command in self._read_commands(keys, kinds):
+        for command in commands:
             pipe.execute_command(*command)
-        return self._parse_reads(pipe.execute(raise_on_error=False), keys, kinds)
+        return self._parse_reads(pipe.execute(raise_on_error=False), keys, kinds, scripted)
 
     def _key_findings(self, keys: list[bytes], kinds: list[str], checks: EntryChecks, counters: dict[str, int],
                       replies: list[tuple[int, object]] | None = None) -> None:
@@ -258,15 +262,16 @@ class Checks(RedisStore):
         langchain = bool(self.config.opt("langchain", True))
         counters = {"cache_keys": 0, "with_ttl": 0, "bytes": 0, "scanned": 0}
 
-        def reads(batch: list[bytes]) -> tuple[list[tuple], tuple[list[bytes], list[str]]]:
+        def reads(batch: list[bytes]) -> tuple[list[tuple], tuple[list[bytes], list[str], bool]]:
             pairs = [(k, kind) for k in batch if (kind := classify(k, redisvl, generic, langchain))]
             keys, kinds = [k for k, _ in pairs], [kind for _, kind in pairs]
-            return (self._read_commands(keys, kinds) if keys else []), (keys, kinds)
+            commands, scripted = self._read_commands(keys, kinds) if keys else ([], False)
+            return commands, (keys, kinds, scripted)
 
-        for batch, (keys, kinds), replies in self.scan_reading(reads):
+        for batch, (keys, kinds, scripted), replies in self.scan_reading(reads):
             counters["scanned"] += len(batch)
             if keys:
-                self._key_findings(keys, kinds, checks, counters, self._parse_reads(replies, keys, kinds))
+                self._key_findings(keys, kinds, checks, counters, self._parse_reads(replies, keys, kinds, scripted))
         return counters
 
     # ------------------------------------------------------------------ protocol
@@ -339,10 +344,6 @@ class Checks(RedisStore):
         except redis.RedisError as exc:
             raise BackendError(f"{self.shown_location}: {describe_error(exc)}") from exc
         return out
-
-
-def _raise(exc: BaseException):
-    raise exc
 
 
 def _s(value) -> str:

@@ -142,7 +142,7 @@ def take_out(path: Path, expected_sha: str, keep_dir: Path) -> str | None:
 
 # what take_out and swap_in set aside (".NAME.healing-q-PID", ".NAME.healing-m-PID") and what
 # write_temp_beside writes (".NAME.healing-TAG-PID.tmp")
-_SET_ASIDE = re.compile(r"^\.(?P<name>.+)\.healing-(?P<tag>[a-z])-\d+(?P<tmp>\.tmp)?$")
+_SET_ASIDE = re.compile(r"^\.(?P<name>.+)\.healing-[a-z]-\d+(?P<tmp>\.tmp)?$")
 
 
 def recover_set_aside(root: Path, names: set[str], keep_dir: Path) -> dict[str, list[str]]:
@@ -164,12 +164,10 @@ def recover_set_aside(root: Path, names: set[str], keep_dir: Path) -> dict[str, 
         if match["tmp"]:
             aside.unlink(missing_ok=True)
             out["removed"].append(leftover)
-        elif os.path.lexists(path):
-            _put_back(aside, path, keep_dir)
-            out["kept"].append(leftover)
-        else:
-            _put_back(aside, path, keep_dir)
-            out["put_back"].append(match["name"])
+            continue
+        newer = os.path.lexists(path)
+        _put_back(aside, path, keep_dir)
+        out["kept" if newer else "put_back"].append(leftover if newer else match["name"])
     if any(out.values()):
         fsync_dir(root)
     return out

@@ -4,8 +4,8 @@ scheduled checks running back to back, against the same benchmark with monitorin
     python bench/redis_monitoring.py [--keys 200000] [--requests 100000] [--rounds 25]
 
 Starts its own redis-server on loopback (Debian's package), loads LangChain RedisCache entries for the
-monitor to scan, then runs pairs of rounds of `redis-benchmark -t set,get`, one with monitoring off and one with it on, in
-alternating order (on: a second process runs the redis backend's scheduled check — rate-limited SCAN in
+monitor to scan, then runs pairs of rounds of `redis-benchmark -t set,get`, one with monitoring off
+and one with it on, in alternating order (on: a second process runs the redis backend's scheduled check — rate-limited SCAN in
 small pipelined batches, INFO, timed PINGs, SLOWLOG, LATENCY — again and again with no pause, which is
 harsher than any schedule). Prints the median throughput of each side, the drop as the median of the
 pairs' ratios, and what the monitor costs the server and itself when it runs alone. On a 2-core
